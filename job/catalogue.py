@@ -1,0 +1,136 @@
+"""The film catalogue: `IMDB_overview_genres.csv` read and checked, and the split by Id.
+
+Columns: `Id`, `Genre` (a list as text, informational), one 0/1 column per genre,
+`Overview`. Every column other than those three is a genre column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from job import storage
+from job.errors import InputError
+
+log = logging.getLogger(__name__)
+
+NON_GENRE_COLUMNS = ("Id", "Genre", "Overview")
+# A poster's path is built from the Id: only plain names, so it cannot leave the images folder.
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+SPLITS = ("train", "validation", "evaluation")
+
+
+@dataclass
+class Catalogue:
+    ids: list[str]
+    overviews: list[str]
+    genres: list[str]
+    labels: np.ndarray | None  # (films, genres) float32 multi-hot; None when unlabelled
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> Catalogue:
+        """The films where the boolean mask `keep` is true."""
+        index = np.flatnonzero(keep)
+        return Catalogue(
+            ids=[self.ids[i] for i in index],
+            overviews=[self.overviews[i] for i in index],
+            genres=self.genres,
+            labels=None if self.labels is None else self.labels[index],
+            dropped=dict(self.dropped),
+        )
+
+    def drop(self, keep: np.ndarray, reason: str) -> Catalogue:
+        """Drop the films where `keep` is false, counting and logging them under `reason`."""
+        count = int((~keep).sum())
+        if count:
+            examples = [self.ids[i] for i in np.flatnonzero(~keep)[:5]]
+            log.warning("dropped %d films: %s (e.g. %s)", count, reason, ", ".join(examples))
+        result = self.subset(keep)
+        result.dropped[reason] = result.dropped.get(reason, 0) + count
+        return result
+
+
+def read_catalogue(csv_url: str, genres: list[str] | None = None) -> Catalogue:
+    """Read and check the CSV. With `genres` (prediction) labels are optional."""
+    try:
+        raw = storage.read_bytes(csv_url)
+    except FileNotFoundError:
+        raise InputError(f"{csv_url}: no such file", "check --data and --csv") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{csv_url}: not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        raise InputError(f"{csv_url}: the file is empty")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise InputError(f"{csv_url}: not a readable CSV ({reason})") from None
+    missing = [c for c in ("Id", "Overview") if c not in frame.columns]
+    if missing:
+        raise InputError(f"{csv_url}: missing column(s) {', '.join(missing)}")
+    if genres is None:
+        genres = [c for c in frame.columns if c not in NON_GENRE_COLUMNS]
+        if not genres:
+            raise InputError(f"{csv_url}: no genre columns (0/1 columns besides Id/Genre/Overview)")
+        labels = _labels(frame, genres, csv_url)
+    elif all(g in frame.columns for g in genres):
+        labels = _labels(frame, genres, csv_url)
+    else:
+        labels = None
+    if frame.empty:
+        raise InputError(f"{csv_url}: the CSV has a header but no films")
+    catalogue = Catalogue(
+        ids=[i.strip() for i in frame["Id"]],
+        overviews=[o.strip() for o in frame["Overview"]],
+        genres=list(genres),
+        labels=labels,
+    )
+    catalogue = catalogue.drop(
+        np.array([bool(SAFE_ID.match(i)) for i in catalogue.ids], dtype=bool),
+        "unsafe or empty Id",
+    )
+    seen: set[str] = set()
+    first = np.array([not (i in seen or seen.add(i)) for i in catalogue.ids], dtype=bool)
+    return catalogue.drop(first, "duplicate Id")
+
+
+def _labels(frame: pd.DataFrame, genres: list[str], csv_url: str) -> np.ndarray:
+    values = frame[genres].apply(lambda column: column.str.strip())
+    bad = ~values.isin(["0", "1"])
+    if bad.to_numpy().any():
+        row, column = np.argwhere(bad.to_numpy())[0]
+        raise InputError(
+            f"{csv_url}: genre column {genres[column]!r} holds {values.iat[row, column]!r} "
+            f"on line {row + 2}; genre values must be 0 or 1"
+        )
+    return (values == "1").to_numpy(dtype=np.float32)
+
+
+def split_of(ids: list[str], seed: int, validation: float, evaluation: float) -> np.ndarray:
+    """'train' / 'validation' / 'evaluation' for each Id, from a stable hash of seed and Id.
+
+    The same Id lands in the same split in every run and for every model, whatever
+    other films the catalogue holds.
+    """
+
+    def fraction(film_id: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{film_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    cuts = np.array([fraction(i) for i in ids])
+    return np.where(
+        cuts < 1 - validation - evaluation,
+        "train",
+        np.where(cuts < 1 - evaluation, "validation", "evaluation"),
+    )

@@ -1,0 +1,248 @@
+"""`genre-job`: a thin click layer over the library. Domain errors become one line and an
+exit code here, and only here (3: bad input, do not retry; 4: output refused; 75: retry)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from job import logs
+from job.config import CSV_NAME, IMAGES_NAME, env_default
+from job.errors import GenreJobError
+
+
+class JobFailed(click.ClickException):
+    def __init__(self, error: GenreJobError) -> None:
+        hint = f" ({error.hint})" if error.hint else ""
+        super().__init__(logs.redact(f"{error}{hint}"))
+        self.exit_code = error.exit_code
+
+
+def reports_errors(command):
+    """Turn domain and storage errors into a one-line message (GENRE_JOB_DEBUG=1: traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except GenreJobError as error:
+            if os.environ.get("GENRE_JOB_DEBUG"):
+                raise
+            raise JobFailed(error) from None
+        except OSError as error:  # storage: unreachable bucket, denied, connection reset
+            if os.environ.get("GENRE_JOB_DEBUG"):
+                raise
+            raise click.ClickException(logs.redact(f"storage error: {error}")) from None
+
+    return wrapper
+
+
+def data_options(command):
+    """--data, --csv and --images: where the films are."""
+    command = click.option(
+        "--images",
+        default=IMAGES_NAME,
+        show_default=True,
+        help="Posters folder under --data (Images/<Id>.jpg).",
+    )(command)
+    command = click.option(
+        "--csv", "csv_name", default=CSV_NAME, show_default=True, help="Catalogue CSV under --data."
+    )(command)
+    return click.option(
+        "--data",
+        required=True,
+        default=lambda: env_default("GENRE_JOB_DATA"),
+        help="Dataset root: gs://bucket/path, memory://path or a folder [env GENRE_JOB_DATA].",
+    )(command)
+
+
+@click.group()
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (Cloud Logging).",
+)
+@click.version_option(package_name="genre-job")
+def main(log_format: str) -> None:
+    """Train and run film-genre classifiers from posters and overviews."""
+    logs.configure(log_format)
+
+
+@main.command()
+@click.option(
+    "--model",
+    type=click.Choice(["cnn", "lstm"]),
+    required=True,
+    help="cnn: posters; lstm: overviews.",
+)
+@data_options
+@click.option(
+    "--output",
+    required=True,
+    default=lambda: env_default("AIP_MODEL_DIR", "GENRE_JOB_OUTPUT"),
+    help="Run folder URL [env AIP_MODEL_DIR].",
+)
+@click.option("--epochs", type=click.IntRange(1), help="Default: 40 for cnn, 20 for lstm.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Per replica; the global batch is this x replicas.",
+)
+@click.option(
+    "--learning-rate", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True
+)
+@click.option(
+    "--constant-epochs",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Epochs at the initial learning rate before the decay starts.",
+)
+@click.option(
+    "--lr-decay",
+    type=click.FloatRange(0),
+    default=0.01,
+    show_default=True,
+    help="Learning rate x exp(-decay) per epoch after --constant-epochs.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Seeds the split by Id, shuffling and initial weights.",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(0, 0.5, min_open=True),
+    default=0.1,
+    show_default=True,
+)
+@click.option(
+    "--evaluation-fraction",
+    type=click.FloatRange(0, 0.5, min_open=True),
+    default=0.1,
+    show_default=True,
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random horizontal flips of training posters.",
+)
+@click.option(
+    "--recurrent-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="lstm; 0 makes the LSTM cuDNN-eligible on a GPU.",
+)
+@click.option(
+    "--mixed-precision/--no-mixed-precision",
+    default=False,
+    show_default=True,
+    help="float16 (GPU) / bfloat16 (CPU) compute, float32 outputs.",
+)
+@click.option(
+    "--jit-compile/--no-jit-compile",
+    default=False,
+    show_default=True,
+    help="XLA-compile the train step.",
+)
+@click.option(
+    "--cpu-replicas",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="With no GPU: split the CPU into this many replicas (tests distribution).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a finished run at --output.")
+@reports_errors
+def train(**options) -> None:
+    """Train a model; writes checkpoints, logs, model, metrics and predictions to --output."""
+    from job.config import TrainConfig
+    from job.training import train as run_training
+
+    options["csv"] = options.pop("csv_name")
+    config = TrainConfig(**options)
+    scores = run_training(config)
+    click.echo(
+        f"micro-F1 {scores['tuned_thresholds']['micro_f1']:.3f} on "
+        f"{scores['evaluation_films']} evaluation films"
+    )
+    click.echo(f"predictions: {config.output.rstrip('/')}/predictions.csv")
+
+
+@main.command()
+@click.option("--model-dir", required=True, help="The --output of a finished train.")
+@data_options
+@click.option(
+    "--output",
+    required=True,
+    help="Predictions CSV URL; with --shard-count, the folder for part-NNNNN.csv.",
+)
+@click.option("--ids", help="Comma-separated film Ids to predict (default: all).")
+@click.option(
+    "--shard-index",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="This process's shard (Indexed Job: $JOB_COMPLETION_INDEX).",
+)
+@click.option("--shard-count", type=click.IntRange(1), default=1, show_default=True)
+@reports_errors
+def predict(
+    model_dir: str,
+    data: str,
+    csv_name: str,
+    images: str,
+    output: str,
+    ids: str | None,
+    shard_index: int,
+    shard_count: int,
+) -> None:
+    """Predict genres for the films of --data with a finished run's model."""
+    from job.prediction import predict as run_prediction
+
+    if shard_index >= shard_count:
+        raise click.BadParameter("must be below --shard-count", param_hint="--shard-index")
+    target, rows = run_prediction(
+        model_dir,
+        data,
+        output,
+        csv_name,
+        images,
+        ids.split(",") if ids else None,
+        shard_index,
+        shard_count,
+    )
+    click.echo(f"{rows} predictions: {target}")
+
+
+@main.command("merge-predictions")
+@click.option("--input", "parts", required=True, help="Folder holding part-*.csv.")
+@click.option("--output", required=True, help="The merged predictions CSV URL.")
+@reports_errors
+def merge_predictions(parts: str, output: str) -> None:
+    """Join the shards of a sharded predict into one CSV."""
+    from job.prediction import merge_predictions as merge
+
+    click.echo(f"{merge(parts, output)} predictions: {output}")
+
+
+@main.command("demo-data")
+@click.option("--output", required=True, help="Where to write the demo dataset.")
+@click.option("--films", type=click.IntRange(10), default=400, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@reports_errors
+def demo_data(output: str, films: int, seed: int) -> None:
+    """Generate a small synthetic dataset in the real dataset's format."""
+    from job.demo import write_demo_data
+
+    click.echo(f"{write_demo_data(output, films, seed)} films: {output}")

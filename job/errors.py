@@ -1,0 +1,31 @@
+"""Domain errors. The CLI turns each into a one-line message and its exit code."""
+
+from __future__ import annotations
+
+
+class GenreJobError(Exception):
+    """A failure the user can act on; `hint` says how."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class InputError(GenreJobError):
+    """The data is unusable: retrying the same command cannot help (Kubernetes fails the Job)."""
+
+    exit_code = 3
+
+
+class OutputError(GenreJobError):
+    """The output location cannot be written, or already holds a finished run."""
+
+    exit_code = 4
+
+
+class TrainingInterrupted(GenreJobError):
+    """SIGTERM (node drain, preemption): state is in the bucket, a rerun resumes."""
+
+    exit_code = 75  # EX_TEMPFAIL: the Job should retry

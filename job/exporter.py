@@ -1,0 +1,108 @@
+"""The end of a run: thresholds tuned on validation, scores on evaluation, outputs written.
+
+Order matters: everything is uploaded (each file in one piece), then config.json, then
+`_SUCCESS` last, so a reader that sees `_SUCCESS` sees a complete run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from job import features, metrics, storage
+from job.catalogue import Catalogue
+from job.config import TrainConfig
+from job.errors import OutputError
+from job.models import build_for, inference_model
+from job.prediction import predictions_frame
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "_SUCCESS"
+
+
+def refuse_finished_run(output: str, overwrite: bool) -> None:
+    """Never overwrite a finished run unless asked; with --overwrite start from empty."""
+    try:
+        finished = storage.exists(storage.join(output, SUCCESS))
+    except PermissionError as error:
+        raise OutputError(f"{output}: cannot read the output location ({error})") from None
+    if finished and not overwrite:
+        raise OutputError(
+            f"{output} already holds a finished run", "choose another --output or pass --overwrite"
+        )
+    if overwrite:
+        storage.remove_tree(output)
+
+
+def finish_run(
+    config: TrainConfig,
+    model,
+    vectorizer,
+    films: Catalogue,
+    inputs: np.ndarray,
+    split: np.ndarray,
+    staging: Path,
+    mirror: storage.Mirror,
+) -> dict:
+    labels = films.labels
+
+    def probabilities(name: str) -> np.ndarray:
+        dataset = features.make_dataset(
+            inputs[split == name], labels[split == name], 256, False, config.seed
+        )
+        return model.predict(dataset, verbose=0)  # (films, genres)
+
+    thresholds = metrics.tune_thresholds(labels[split == "validation"], probabilities("validation"))
+    evaluation_probs = probabilities("evaluation")
+    evaluation_labels = labels[split == "evaluation"]
+    scores = {
+        "model": config.model,
+        "evaluation_films": int((split == "evaluation").sum()),
+        "tuned_thresholds": metrics.score(
+            evaluation_labels, evaluation_probs, thresholds, films.genres
+        ),
+        "threshold_0.5": metrics.score(evaluation_labels, evaluation_probs, 0.5, films.genres),
+        "label_prior_micro_f1": metrics.label_prior_micro_f1(
+            labels[split == "train"], evaluation_labels
+        ),
+    }
+    tuned = scores["tuned_thresholds"]
+    log.info(
+        "evaluation: micro-F1 %.3f macro-F1 %.3f mAP %.3f (at 0.5: micro-F1 %.3f; "
+        "label prior %.3f)",
+        tuned["micro_f1"],
+        tuned["macro_f1"],
+        tuned["mAP"],
+        scores["threshold_0.5"]["micro_f1"],
+        scores["label_prior_micro_f1"],
+    )
+
+    # A plain copy of the trained weights, so the saved model holds no distributed variables.
+    plain = build_for(config, len(films.genres), vectorizer)
+    plain.set_weights(model.get_weights())
+    inference_model(plain, vectorizer).save(staging / "model.keras")
+    (staging / "thresholds.json").write_text(
+        json.dumps(dict(zip(films.genres, thresholds.tolist(), strict=True)), indent=2)
+    )
+    evaluation_ids = [i for i, s in zip(films.ids, split, strict=True) if s == "evaluation"]
+    frame = predictions_frame(
+        evaluation_ids, evaluation_probs, thresholds, films.genres, evaluation_labels
+    )
+    (staging / "predictions.csv").write_text(frame.to_csv(index=False))
+    (staging / "metrics.json").write_text(json.dumps(scores, indent=2))
+    try:
+        mirror.sync()
+        storage.write_text(storage.join(config.output, "config.json"), config.to_json())
+        storage.write_text(storage.join(config.output, SUCCESS), "")
+    except PermissionError as error:
+        raise OutputError(f"{config.output}: cannot write ({error})") from None
+    log.info(
+        "outputs written to %s (predictions: %s)",
+        config.output,
+        storage.join(config.output, "predictions.csv"),
+    )
+    return scores

@@ -1,0 +1,132 @@
+"""From films to model inputs, and tf.data pipelines over them.
+
+Each film's input is computed once, in a parallel tf.data pass, and kept in memory:
+  posters   -> uint8 (64, 64, 3), 12 KB a film: later epochs never decode again;
+  overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts.
+The vectorizer runs here, not inside the replicated model: a TextVectorization layer
+inside a model fails under MirroredStrategy with two or more replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from job import storage
+from job.catalogue import Catalogue
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Decompression-bomb guard: posters are 150x300; anything over 25 megapixels is refused.
+MAX_POSTER_PIXELS = 25_000_000
+
+
+def read_posters(
+    catalogue: Catalogue, images_url: str, image_size: int
+) -> tuple[Catalogue, np.ndarray]:
+    """Fetch and decode every film's poster; films without a usable one are dropped.
+
+    Returns the films kept and their posters, uint8 (films, size, size, 3).
+    """
+    urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
+    blobs = storage.fetch_many(urls)
+    found = np.array([blob is not None for blob in blobs], dtype=bool)
+    catalogue = catalogue.drop(found, "no poster")
+    blobs = [blob for blob in blobs if blob is not None]
+    posters, decoded = decode_posters(blobs, image_size)
+    return catalogue.drop(decoded, "poster not a readable JPEG"), posters
+
+
+def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and resize JPEG bytes in parallel; (posters of the good ones, mask of good)."""
+    good = np.zeros(len(blobs), dtype=bool)
+    if not blobs:
+        return np.zeros((0, image_size, image_size, 3), np.uint8), good
+
+    def decode(index: tf.Tensor, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        height_width = tf.cast(tf.image.extract_jpeg_shape(blob)[:2], tf.int64)
+        tf.debugging.assert_less_equal(
+            height_width[0] * height_width[1], tf.constant(MAX_POSTER_PIXELS, tf.int64)
+        )
+        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8; errors if corrupt
+        return index, resize_poster(image, image_size)
+
+    pipeline = (
+        tf.data.Dataset.from_tensor_slices((np.arange(len(blobs)), blobs))
+        .map(decode, num_parallel_calls=AUTOTUNE)
+        .ignore_errors()  # a corrupt poster drops its film; counted by the caller
+        .batch(1024)
+    )
+    indexes, images = [], []
+    for index, image in pipeline.as_numpy_iterator():
+        indexes.append(index)
+        images.append(image)
+    if not indexes:
+        return np.zeros((0, image_size, image_size, 3), np.uint8), good
+    order = np.concatenate(indexes)
+    good[order] = True
+    # Restore catalogue order: parallel map may deliver films out of order.
+    posters = np.concatenate(images)[np.argsort(order)]
+    return posters, good
+
+
+def resize_poster(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """(h, w, 3) uint8 -> (size, size, 3) uint8, area-averaged so small posters keep detail."""
+    resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def make_vectorizer(train_overviews: list[str], max_tokens: int, sequence_length: int):
+    """A TextVectorization whose vocabulary comes from the training overviews only."""
+    import keras
+
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=max_tokens, output_sequence_length=sequence_length, name="Vectorizer"
+    )
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_overviews).batch(256))
+    return vectorizer
+
+
+def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
+    """Overview strings -> int64 token ids (films, sequence_length), in a tf.data pass."""
+    pipeline = (
+        tf.data.Dataset.from_tensor_slices(np.array(overviews, dtype=object).astype(str))
+        .batch(512)
+        .map(vectorizer, num_parallel_calls=AUTOTUNE)
+    )
+    chunks = list(pipeline.as_numpy_iterator())
+    length = vectorizer.get_config()["output_sequence_length"]
+    return np.concatenate(chunks) if chunks else np.zeros((0, length), np.int64)
+
+
+def make_dataset(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    augment: bool = False,
+) -> tf.data.Dataset:
+    """(inputs, labels) batches. Shuffled only when training.
+
+    uint8 posters become float32 in [0, 1] after batching, and training batches of
+    posters are flipped left-right at random (`augment`).
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if training:
+        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if inputs.dtype == np.uint8:
+        flip = training and augment
+
+        def to_float(posters: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            posters = tf.cast(posters, tf.float32) / 255.0  # (batch, 64, 64, 3) in [0, 1]
+            if flip:
+                posters = tf.image.random_flip_left_right(posters, seed=seed)
+            return posters, targets
+
+        dataset = dataset.map(to_float, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)

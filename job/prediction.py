@@ -1,0 +1,134 @@
+"""`genre-job predict`: a finished run's model.keras + thresholds.json over a catalogue."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from job import catalogue, features, storage
+from job.config import TrainConfig
+from job.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+
+def predictions_frame(
+    ids: list[str],
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    genres: list[str],
+    labels: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Id, predicted_genres (joined by |), [true_genres], prob_<Genre>... one row a film."""
+    predicted = probs >= np.asarray(thresholds)[None, :]
+    columns: dict[str, object] = {
+        "Id": ids,
+        "predicted_genres": [
+            "|".join(g for g, p in zip(genres, row, strict=True) if p) for row in predicted
+        ],
+    }
+    if labels is not None:
+        columns["true_genres"] = [
+            "|".join(g for g, t in zip(genres, row, strict=True) if t)
+            for row in labels.astype(bool)
+        ]
+    for g, genre in enumerate(genres):
+        columns[f"prob_{genre}"] = np.round(probs[:, g].astype(float), 6)
+    return pd.DataFrame(columns)
+
+
+def load_run(model_dir: str):
+    """(config, keras model, thresholds) of a finished run."""
+    import keras
+
+    try:
+        config = TrainConfig.from_json(storage.read_bytes(storage.join(model_dir, "config.json")))
+        thresholds = json.loads(storage.read_bytes(storage.join(model_dir, "thresholds.json")))
+        model_bytes = storage.read_bytes(storage.join(model_dir, "model.keras"))
+    except FileNotFoundError as error:
+        raise InputError(
+            f"{model_dir}: not a finished run ({Path(str(error)).name} missing)",
+            "point --model-dir at the --output of a finished train",
+        ) from None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        path.write_bytes(model_bytes)
+        model = keras.models.load_model(path)
+    genres = config.run["genres"]
+    return config, model, np.array([thresholds[g] for g in genres])
+
+
+def select(
+    films: catalogue.Catalogue, ids: list[str] | None, shard_index: int, shard_count: int
+) -> catalogue.Catalogue:
+    """The films listed by `ids` (all when None), then contiguous shard `shard_index`."""
+    if ids:
+        wanted = set(ids)
+        films = films.subset(np.array([i in wanted for i in films.ids], dtype=bool))
+    position = np.arange(len(films))
+    bounds = np.linspace(0, len(films), shard_count + 1).round().astype(int)
+    in_shard = (position >= bounds[shard_index]) & (position < bounds[shard_index + 1])
+    return films.subset(in_shard)
+
+
+def predict(
+    model_dir: str,
+    data: str,
+    output: str,
+    csv_name: str,
+    images: str,
+    ids: list[str] | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    batch_size: int = 256,
+) -> tuple[str, int]:
+    """Writes the predictions CSV; returns (where, rows). Sharded: `part-0000i.csv` under output."""
+    config, model, thresholds = load_run(model_dir)
+    genres = config.run["genres"]
+    films = catalogue.read_catalogue(storage.join(data, csv_name), genres=genres)
+    films = select(films, ids, shard_index, shard_count)
+    if config.model == "cnn":
+        films, posters = features.read_posters(films, storage.join(data, images), config.image_size)
+        inputs = posters.astype(np.float32) / 255.0  # (films, 64, 64, 3) in [0, 1]
+    else:
+        films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
+        inputs = np.array(films.overviews, dtype=object)[:, None]  # raw strings (films, 1)
+    probs = (
+        model.predict(inputs, batch_size=batch_size, verbose=0)
+        if len(films)
+        else np.zeros((0, len(genres)))
+    )
+    frame = predictions_frame(films.ids, probs, thresholds, genres, films.labels)
+    target = storage.join(output, f"part-{shard_index:05d}.csv") if shard_count > 1 else output
+    try:
+        storage.write_text(target, frame.to_csv(index=False))
+    except PermissionError as error:
+        raise OutputError(f"{target}: cannot write ({error})") from None
+    log.info("predicted %d films (dropped %s) -> %s", len(films), films.dropped, target)
+    return target, len(films)
+
+
+def merge_predictions(parts_url: str, output: str) -> int:
+    """Joins `part-*.csv` below `parts_url`, in shard order, into one CSV; returns rows."""
+    parts = [
+        p for p in storage.list_files(parts_url) if p.startswith("part-") and p.endswith(".csv")
+    ]
+    if not parts:
+        raise InputError(f"{parts_url}: no part-*.csv files to merge")
+    frames = [
+        pd.read_csv(
+            io.BytesIO(storage.read_bytes(storage.join(parts_url, p))),
+            dtype={"Id": str, "predicted_genres": str, "true_genres": str},
+            keep_default_na=False,
+        )
+        for p in sorted(parts)
+    ]
+    merged = pd.concat(frames, ignore_index=True)
+    storage.write_text(output, merged.to_csv(index=False))
+    return len(merged)

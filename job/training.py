@@ -1,0 +1,200 @@
+"""A training run, top to bottom: films -> inputs -> replicated model -> fit -> outputs.
+
+Everything the run writes goes to a local staging folder first and is mirrored to
+`--output` through fsspec (TensorFlow's gs:// cannot be pointed at a test server).
+A rerun of the same command downloads that state and resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from job import __version__, catalogue, features, models, storage
+from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
+from job.config import TrainConfig
+from job.errors import InputError, OutputError
+from job.exporter import finish_run, refuse_finished_run
+
+log = logging.getLogger(__name__)
+
+
+def make_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
+    """MirroredStrategy over all local GPUs; over the CPU (split in `cpu_replicas`) when none."""
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas
+            )
+        except RuntimeError:
+            pass  # already initialised (a second run in one process): use what is there
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][: max(cpu_replicas, 1)]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, object]:
+    """The films with usable input for this model, their inputs and (lstm) the vectorizer."""
+    films = catalogue.read_catalogue(storage.join(config.data, config.csv))
+    split = catalogue.split_of(
+        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
+    )
+    if config.model == "cnn":
+        films, inputs = features.read_posters(
+            films, storage.join(config.data, config.images), config.image_size
+        )
+        return films, inputs, None
+    films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
+    split = catalogue.split_of(
+        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
+    )
+    train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
+    if not train_texts:
+        raise InputError(f"{config.data}: no training films with an overview")
+    vectorizer = features.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
+    return films, features.vectorize(vectorizer, films.overviews), vectorizer
+
+
+def restore_state(config: TrainConfig, staging: Path) -> int:
+    """Download an unfinished run's state; returns the number of epochs already done."""
+    count = storage.download_tree(config.output, staging, skip={"config.json"})
+    metadata = staging / "backup" / "training_metadata.json"
+    done = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    history = staging / "history.csv"
+    if history.exists():  # keep only finished epochs: the backup is what counts
+        rows = list(csv.DictReader(io.StringIO(history.read_text())))
+        kept = [row for row in rows if int(row["epoch"]) < done]
+        with history.open("w", newline="") as file:
+            if kept:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+    if count:
+        log.info("resuming %s: %d files restored, %d epochs done", config.output, count, done)
+    return done
+
+
+def best_val_loss(staging: Path) -> float | None:
+    history = staging / "history.csv"
+    if not history.exists() or not history.read_text().strip():
+        return None
+    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
+    return min(losses) if losses else None
+
+
+def train(config: TrainConfig) -> dict:
+    refuse_finished_run(config.output, config.overwrite)
+    strategy = make_strategy(config.cpu_replicas)  # before any TF op: devices are fixed then
+    if config.mixed_precision:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    keras.utils.set_random_seed(config.seed)
+
+    films, inputs, vectorizer = load_films(config)
+    split = catalogue.split_of(
+        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
+    )
+    for name in catalogue.SPLITS:
+        if not (split == name).any():
+            raise InputError(f"{config.data}: no {name} films left ({len(films)} usable films)")
+    labels = films.labels
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    train_set = features.make_dataset(
+        inputs[split == "train"],
+        labels[split == "train"],
+        global_batch,
+        True,
+        config.seed,
+        config.augment,
+    )
+    validation_set = features.make_dataset(
+        inputs[split == "validation"],
+        labels[split == "validation"],
+        global_batch,
+        False,
+        config.seed,
+    )
+    config.run = {
+        "genres": films.genres,
+        "films_used": len(films),
+        "films_dropped": films.dropped,
+        "split_sizes": {name: int((split == name).sum()) for name in catalogue.SPLITS},
+        "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": global_batch,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "genre_job": __version__,
+            "python": sys.version.split()[0],
+        },
+    }
+    log.info("config %s", json.dumps({k: v for k, v in vars(config).items() if k != "run"}))
+    log.info(
+        "films used %d, dropped %s, split %s, replicas %d",
+        len(films),
+        films.dropped,
+        config.run["split_sizes"],
+        strategy.num_replicas_in_sync,
+    )
+
+    staging = Path(tempfile.mkdtemp(prefix="genre-job-"))
+    try:
+        mirror = storage.Mirror(staging, config.output)
+        done = restore_state(config, staging)
+        mirror.remember_current()
+        try:
+            storage.write_text(storage.join(config.output, "config.json"), config.to_json())
+        except (OSError, PermissionError) as error:
+            raise OutputError(f"{config.output}: cannot write ({error})") from None
+        if vectorizer is not None:
+            (staging / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()))
+
+        with strategy.scope():
+            model = models.build_for(config, len(films.genres), vectorizer)
+            models.compile_model(model, config.learning_rate, config.jit_compile)
+        (staging / "checkpoints").mkdir(exist_ok=True)
+        callbacks = [
+            StopOnSignal(),
+            keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
+            keras.callbacks.LearningRateScheduler(
+                seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
+            ),
+            keras.callbacks.ModelCheckpoint(
+                str(staging / "checkpoints" / "best.weights.h5"),
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=best_val_loss(staging),
+            ),
+            keras.callbacks.ModelCheckpoint(
+                str(staging / "checkpoints" / "last.weights.h5"), save_weights_only=True
+            ),
+            keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
+            EpochLog(config.epochs),
+            SyncToBucket(mirror),  # last: uploads what the others wrote
+        ]
+        log.info("training %s for %d epochs (%d done)", config.model, config.epochs, done)
+        model.fit(
+            train_set,
+            validation_data=validation_set,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
+        model.load_weights(staging / "checkpoints" / "best.weights.h5")
+        return finish_run(config, model, vectorizer, films, inputs, split, staging, mirror)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
