@@ -137,6 +137,20 @@ def main(log_format: str) -> None:
     help="Random horizontal flips of training posters.",
 )
 @click.option(
+    "--max-tokens",
+    type=click.IntRange(2),
+    default=10_000,
+    show_default=True,
+    help="lstm: vocabulary size of the vectorizer.",
+)
+@click.option(
+    "--sequence-length",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="lstm: tokens kept per overview.",
+)
+@click.option(
     "--recurrent-dropout",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.2,

@@ -28,4 +28,4 @@ class OutputError(GenreJobError):
 class TrainingInterrupted(GenreJobError):
     """SIGTERM (node drain, preemption): state is in the bucket, a rerun resumes."""
 
-    exit_code = 75  # EX_TEMPFAIL: the Job should retry
+    exit_code = 143  # 128 + SIGTERM: Jobs and TFJobs (restartPolicy ExitCode) retry it

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from job import catalogue, features, storage
 from job.config import TrainConfig
@@ -98,12 +99,9 @@ def predict(
         inputs = posters.astype(np.float32) / 255.0  # (films, 64, 64, 3) in [0, 1]
     else:
         films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
-        inputs = np.array(films.overviews, dtype=object)[:, None]  # raw strings (films, 1)
-    probs = (
-        model.predict(inputs, batch_size=batch_size, verbose=0)
-        if len(films)
-        else np.zeros((0, len(genres)))
-    )
+        inputs = np.array(films.overviews, dtype=str)[:, None]  # raw strings (films, 1)
+    dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+    probs = model.predict(dataset, verbose=0) if len(films) else np.zeros((0, len(genres)))
     frame = predictions_frame(films.ids, probs, thresholds, genres, films.labels)
     target = storage.join(output, f"part-{shard_index:05d}.csv") if shard_count > 1 else output
     try:

