@@ -118,7 +118,9 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
     if training:
         dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    # Training drops the last partial batch: every replica gets an equal share of a step
+    # (shuffling changes which films wait for the next epoch).
+    dataset = dataset.batch(batch_size, drop_remainder=training)
     if inputs.dtype == np.uint8:
         flip = training and augment
 

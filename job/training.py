@@ -42,7 +42,11 @@ def make_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
         except RuntimeError:
             pass  # already initialised (a second run in one process): use what is there
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][: max(cpu_replicas, 1)]
-    return tf.distribute.MirroredStrategy(devices)
+    # CPU collectives fail on the embedding's sparse gradients when replicas see different
+    # tokens ("shape mismatch in the collective"): reduce through one device instead.
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
 
 
 def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, object]:
@@ -111,6 +115,12 @@ def train(config: TrainConfig) -> dict:
             raise InputError(f"{config.data}: no {name} films left ({len(films)} usable films)")
     labels = films.labels
     global_batch = config.batch_size * strategy.num_replicas_in_sync
+    if (split == "train").sum() < global_batch:
+        raise InputError(
+            f"{config.data}: {(split == 'train').sum()} training films, fewer than one "
+            f"global batch of {global_batch}",
+            "lower --batch-size",
+        )
     train_set = features.make_dataset(
         inputs[split == "train"],
         labels[split == "train"],

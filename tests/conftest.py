@@ -58,9 +58,23 @@ def gcs_server(tmp_path_factory) -> str:
     log_path = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port",
-             str(port), "-backend", "memory", "-external-url", url, "-log-level", "warn"],
-            stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-backend",
+                "memory",
+                "-external-url",
+                url,
+                "-log-level",
+                "warn",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 20
     while True:
@@ -85,8 +99,11 @@ def gcs_client(gcs_server):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
 
-    return gcs.Client(project="test", credentials=AnonymousCredentials(),
-                      client_options={"api_endpoint": gcs_server})
+    return gcs.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcs_server},
+    )
 
 
 @pytest.fixture
@@ -108,8 +125,9 @@ def demo_dir(tmp_path_factory) -> Path:
 def copy_tree(source: Path, url: str) -> None:
     for file in sorted(source.rglob("*")):
         if file.is_file():
-            storage.write_bytes(storage.join(url, file.relative_to(source).as_posix()),
-                                file.read_bytes())
+            storage.write_bytes(
+                storage.join(url, file.relative_to(source).as_posix()), file.read_bytes()
+            )
 
 
 @pytest.fixture

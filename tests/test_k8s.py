@@ -240,7 +240,9 @@ def check_job_policy(job: dict, container: str) -> None:
         for r in fail
     ), "exit code 3 (bad input data) must fail the Job without retries"
     interrupted = pytest.importorskip("job.errors").TrainingInterrupted.exit_code
-    assert not any(interrupted in r["onExitCodes"]["values"] for r in fail), "SIGTERM exit must be retried"
+    assert not any(interrupted in r["onExitCodes"]["values"] for r in fail), (
+        "SIGTERM exit must be retried"
+    )
     errors = pytest.importorskip("job.errors", reason="the genre-job package is not importable")
     codes = {c for r in fail for c in r["onExitCodes"]["values"]}
     assert errors.InputError.exit_code in codes

@@ -14,9 +14,17 @@ from conftest import LSTM_FAST, copy_tree
 from job import storage
 
 RUN_FILES = [
-    "config.json", "history.csv", "model.keras", "thresholds.json", "metrics.json",
-    "predictions.csv", "_SUCCESS", "checkpoints/best.weights.h5",
-    "checkpoints/last.weights.h5", "backup/latest.weights.h5", "backup/training_metadata.json",
+    "config.json",
+    "history.csv",
+    "model.keras",
+    "thresholds.json",
+    "metrics.json",
+    "predictions.csv",
+    "_SUCCESS",
+    "checkpoints/best.weights.h5",
+    "checkpoints/last.weights.h5",
+    "backup/latest.weights.h5",
+    "backup/training_metadata.json",
 ]
 
 
@@ -26,8 +34,9 @@ def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
 
 
 def read_csv(url: str) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(storage.read_bytes(url)), keep_default_na=False,
-                       dtype={"Id": str})
+    return pd.read_csv(
+        io.BytesIO(storage.read_bytes(url)), keep_default_na=False, dtype={"Id": str}
+    )
 
 
 def check_run(output: str, model: str, epochs: int) -> dict:
@@ -47,7 +56,11 @@ def check_run(output: str, model: str, epochs: int) -> dict:
     predictions = read_csv(storage.join(output, "predictions.csv"))
     assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
     assert predictions.columns.tolist() == [
-        "Id", "predicted_genres", "true_genres", *[f"prob_{g}" for g in genres]]
+        "Id",
+        "predicted_genres",
+        "true_genres",
+        *[f"prob_{g}" for g in genres],
+    ]
     probs = predictions[[f"prob_{g}" for g in genres]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
     metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
@@ -113,8 +126,17 @@ def test_predict_ids_and_unlabelled_data(demo_dir, tmp_path, cli):
     catalogue[["Id", "Overview"]].to_csv(unlabelled / "IMDB_overview_genres.csv", index=False)
     wanted = catalogue["Id"].tolist()[:5]
 
-    result = cli("predict", "--model-dir", output, "--data", str(unlabelled), "--output",
-                 str(tmp_path / "p.csv"), "--ids", ",".join(wanted))
+    result = cli(
+        "predict",
+        "--model-dir",
+        output,
+        "--data",
+        str(unlabelled),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--ids",
+        ",".join(wanted),
+    )
 
     assert result.exit_code == 0, result.output
     predictions = pd.read_csv(tmp_path / "p.csv", dtype={"Id": str})
@@ -129,16 +151,31 @@ def test_sharded_predict_merges_to_single_predict(demo_dir, tmp_path, cli):
     single = tmp_path / "single.csv"
     assert cli("predict", "--model-dir", output, "--data", data, "--output", single).exit_code == 0
     for shard in range(3):
-        result = cli("predict", "--model-dir", output, "--data", data, "--output",
-                     tmp_path / "parts", "--shard-index", shard, "--shard-count", 3)
+        result = cli(
+            "predict",
+            "--model-dir",
+            output,
+            "--data",
+            data,
+            "--output",
+            tmp_path / "parts",
+            "--shard-index",
+            shard,
+            "--shard-count",
+            3,
+        )
         assert result.exit_code == 0, result.output
 
-    result = cli("merge-predictions", "--input", tmp_path / "parts", "--output",
-                 tmp_path / "merged.csv")
+    result = cli(
+        "merge-predictions", "--input", tmp_path / "parts", "--output", tmp_path / "merged.csv"
+    )
 
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
-        "part-00000.csv", "part-00001.csv", "part-00002.csv"]
+        "part-00000.csv",
+        "part-00001.csv",
+        "part-00002.csv",
+    ]
     assert (tmp_path / "merged.csv").read_text() == single.read_text()
 
 
@@ -153,7 +190,8 @@ def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
     assert refused.exit_code == 4
     assert refused.output.strip() == (
         f"Error: {output} already holds a finished run "
-        "(choose another --output or pass --overwrite)")
+        "(choose another --output or pass --overwrite)"
+    )
     assert (output / "model.keras").read_bytes() == model_bytes
 
     replaced = cli(*train_args("cnn", data, str(output), "--epochs", "2", "--overwrite"))

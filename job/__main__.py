@@ -1,0 +1,5 @@
+"""`python -m job` is `genre-job`."""
+
+from job.cli import main
+
+main()

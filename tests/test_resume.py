@@ -1,0 +1,78 @@
+"""Preemption: SIGTERM mid-run stops after the current step with exit 143 and the last
+finished epoch in the output; the same command rerun resumes there, not from scratch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+from conftest import ROOT, copy_tree
+
+from job.errors import TrainingInterrupted
+
+EPOCHS = 4
+
+
+def start_training(data: str, output: str) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "job",
+        "train",
+        "--model",
+        "cnn",
+        "--data",
+        data,
+        "--output",
+        output,
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "4",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300) -> list[str]:
+    lines, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if text in line or time.monotonic() > deadline:
+            return lines
+    return lines
+
+
+def test_sigterm_then_rerun_resumes_from_last_finished_epoch(demo_dir, tmp_path):
+    data, output = str(tmp_path / "data"), tmp_path / "run"
+    copy_tree(demo_dir, data)
+
+    first = start_training(data, str(output))
+    seen = wait_for_line(first, f"epoch 1/{EPOCHS}")
+    assert any(f"epoch 1/{EPOCHS}" in line for line in seen), "".join(seen)
+    first.send_signal(signal.SIGTERM)
+    rest, _ = first.communicate(timeout=300)
+
+    assert first.returncode == TrainingInterrupted.exit_code, "".join(seen) + rest
+    assert "stopped by signal 15" in rest
+    assert not (output / "_SUCCESS").exists()
+    done = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert 1 <= done < EPOCHS
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(done))
+
+    second = start_training(data, str(output))
+    log, _ = second.communicate(timeout=600)
+
+    assert second.returncode == 0, log
+    assert f"{done} epochs done" in log
+    assert f"epoch {done}/{EPOCHS}" not in log  # finished epochs are not trained again
+    assert f"epoch {EPOCHS}/{EPOCHS}" in log
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert (output / "_SUCCESS").exists()
