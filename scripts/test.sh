@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv with the test extras and run the whole test suite (CPU only).
+# Works on a fresh machine with Python 3.11 and the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV="${VENV:-.venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[test]"
+
+"$VENV/bin/ruff" check job tests
+"$VENV/bin/python" -m pytest "$@"
