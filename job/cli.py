@@ -186,6 +186,9 @@ def train(**options) -> None:
     options["csv"] = options.pop("csv_name")
     config = TrainConfig(**options)
     scores = run_training(config)
+    if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
+        click.echo(f"worker finished; outputs: {config.output}")
+        return
     click.echo(
         f"micro-F1 {scores['tuned_thresholds']['micro_f1']:.3f} on "
         f"{scores['evaluation_films']} evaluation films"

@@ -40,7 +40,6 @@ def refuse_finished_run(output: str, overwrite: bool) -> None:
 
 def finish_run(
     config: TrainConfig,
-    model,
     vectorizer,
     films: Catalogue,
     inputs: np.ndarray,
@@ -48,7 +47,12 @@ def finish_run(
     staging: Path,
     mirror: storage.Mirror,
 ) -> dict:
+    """Scores the best checkpoint and writes the outputs; returns metrics.json's content."""
     labels = films.labels
+    # A plain (single-device) model with the best weights: it predicts the same under any
+    # strategy, and the saved model holds no distributed variables.
+    model = build_for(config, len(films.genres), vectorizer)
+    model.load_weights(staging / "checkpoints" / "best.weights.h5")
 
     def probabilities(name: str) -> np.ndarray:
         dataset = features.make_dataset(
@@ -81,10 +85,7 @@ def finish_run(
         scores["label_prior_micro_f1"],
     )
 
-    # A plain copy of the trained weights, so the saved model holds no distributed variables.
-    plain = build_for(config, len(films.genres), vectorizer)
-    plain.set_weights(model.get_weights())
-    inference_model(plain, vectorizer).save(staging / "model.keras")
+    inference_model(model, vectorizer).save(staging / "model.keras")
     (staging / "thresholds.json").write_text(
         json.dumps(dict(zip(films.genres, thresholds.tolist(), strict=True)), indent=2)
     )

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import __version__, catalogue, features, models, storage
+from job import __version__, catalogue, features, models, multiworker, storage
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 
 def make_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
-    """MirroredStrategy over all local GPUs; over the CPU (split in `cpu_replicas`) when none."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers; otherwise
+    MirroredStrategy over all local GPUs, or over the CPU (split in `cpu_replicas`)."""
+    if multiworker.cluster():
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     if cpu_replicas > 1:
@@ -98,8 +101,92 @@ def best_val_loss(staging: Path) -> float | None:
     return min(losses) if losses else None
 
 
-def train(config: TrainConfig) -> dict:
-    refuse_finished_run(config.output, config.overwrite)
+def make_datasets(
+    config: TrainConfig,
+    films: catalogue.Catalogue,
+    inputs: np.ndarray,
+    split: np.ndarray,
+    global_batch: int,
+) -> tuple[tf.data.Dataset, ...]:
+    for name in catalogue.SPLITS:
+        if not (split == name).any():
+            raise InputError(f"{config.data}: no {name} films left ({len(films)} usable films)")
+    train_films = int((split == "train").sum())
+    if train_films < global_batch:
+        raise InputError(
+            f"{config.data}: {train_films} training films, fewer than one global batch of "
+            f"{global_batch}",
+            "lower --batch-size",
+        )
+    train, validation = split == "train", split == "validation"
+    return (
+        features.make_dataset(
+            inputs[train], films.labels[train], global_batch, True, config.seed, config.augment
+        ),
+        features.make_dataset(
+            inputs[validation], films.labels[validation], global_batch, False, config.seed
+        ),
+    )
+
+
+def describe_run(
+    config: TrainConfig,
+    films: catalogue.Catalogue,
+    split: np.ndarray,
+    strategy: tf.distribute.Strategy,
+    global_batch: int,
+) -> dict:
+    """What config.json records of the run beyond the settings."""
+    return {
+        "genres": films.genres,
+        "films_used": len(films),
+        "films_dropped": films.dropped,
+        "split_sizes": {name: int((split == name).sum()) for name in catalogue.SPLITS},
+        # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
+        "strategy": (
+            "MultiWorkerMirroredStrategy" if multiworker.cluster() else type(strategy).__name__
+        ),
+        "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": global_batch,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "genre_job": __version__,
+            "python": sys.version.split()[0],
+        },
+    }
+
+
+def keras_callbacks(config: TrainConfig, staging: Path, mirror: storage.Mirror) -> list:
+    """Checkpoints, resume state, schedule and logs, all into `staging`; the sync last."""
+    return [
+        StopOnSignal(),
+        keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
+        keras.callbacks.LearningRateScheduler(
+            seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(staging / "checkpoints" / "best.weights.h5"),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_val_loss(staging),
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(staging / "checkpoints" / "last.weights.h5"), save_weights_only=True
+        ),
+        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
+        EpochLog(config.epochs),
+        SyncToBucket(mirror),  # last: uploads what the others wrote
+    ]
+
+
+def train(config: TrainConfig) -> dict | None:
+    """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
+    chief = multiworker.is_chief()
+    if chief:
+        refuse_finished_run(config.output, config.overwrite)
     strategy = make_strategy(config.cpu_replicas)  # before any TF op: devices are fixed then
     if config.mixed_precision:
         gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -110,106 +197,67 @@ def train(config: TrainConfig) -> dict:
     split = catalogue.split_of(
         films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
     )
-    for name in catalogue.SPLITS:
-        if not (split == name).any():
-            raise InputError(f"{config.data}: no {name} films left ({len(films)} usable films)")
-    labels = films.labels
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    if (split == "train").sum() < global_batch:
-        raise InputError(
-            f"{config.data}: {(split == 'train').sum()} training films, fewer than one "
-            f"global batch of {global_batch}",
-            "lower --batch-size",
-        )
-    train_set = features.make_dataset(
-        inputs[split == "train"],
-        labels[split == "train"],
-        global_batch,
-        True,
-        config.seed,
-        config.augment,
-    )
-    validation_set = features.make_dataset(
-        inputs[split == "validation"],
-        labels[split == "validation"],
-        global_batch,
-        False,
-        config.seed,
-    )
-    config.run = {
-        "genres": films.genres,
-        "films_used": len(films),
-        "films_dropped": films.dropped,
-        "split_sizes": {name: int((split == name).sum()) for name in catalogue.SPLITS},
-        "replicas": strategy.num_replicas_in_sync,
-        "global_batch_size": global_batch,
-        "versions": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "genre_job": __version__,
-            "python": sys.version.split()[0],
-        },
-    }
+    train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
+    config.run = describe_run(config, films, split, strategy, global_batch)
     log.info("config %s", json.dumps({k: v for k, v in vars(config).items() if k != "run"}))
     log.info(
-        "films used %d, dropped %s, split %s, replicas %d",
+        "films used %d, dropped %s, split %s, %s with %d replicas",
         len(films),
         films.dropped,
         config.run["split_sizes"],
+        config.run["strategy"],
         strategy.num_replicas_in_sync,
     )
 
     staging = Path(tempfile.mkdtemp(prefix="genre-job-"))
+    # Only the chief writes the run; other workers mirror to scratch (TF's multi-worker rule).
+    target = config.output if chief else tempfile.mkdtemp(prefix="genre-job-worker-")
     try:
-        mirror = storage.Mirror(staging, config.output)
+        mirror = storage.Mirror(staging, target)
         done = restore_state(config, staging)
         mirror.remember_current()
         try:
-            storage.write_text(storage.join(config.output, "config.json"), config.to_json())
-        except (OSError, PermissionError) as error:
+            storage.write_text(storage.join(target, "config.json"), config.to_json())
+        except OSError as error:
             raise OutputError(f"{config.output}: cannot write ({error})") from None
         if vectorizer is not None:
             (staging / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()))
+        for folder in ("checkpoints", "backup"):
+            (staging / folder).mkdir(exist_ok=True)
 
         with strategy.scope():
             model = models.build_for(config, len(films.genres), vectorizer)
             models.compile_model(model, config.learning_rate, config.jit_compile)
-        (staging / "checkpoints").mkdir(exist_ok=True)
-        callbacks = [
-            StopOnSignal(),
-            keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
-            keras.callbacks.LearningRateScheduler(
-                seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
-            ),
-            keras.callbacks.ModelCheckpoint(
-                str(staging / "checkpoints" / "best.weights.h5"),
-                monitor="val_loss",
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=best_val_loss(staging),
-            ),
-            keras.callbacks.ModelCheckpoint(
-                str(staging / "checkpoints" / "last.weights.h5"), save_weights_only=True
-            ),
-            keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
-            EpochLog(config.epochs),
-            SyncToBucket(mirror),  # last: uploads what the others wrote
-        ]
         log.info("training %s for %d epochs (%d done)", config.model, config.epochs, done)
         try:
-            model.fit(
-                train_set,
-                validation_data=validation_set,
-                epochs=config.epochs,
-                callbacks=callbacks,
-                shuffle=False,  # the dataset shuffles itself
-                verbose=1 if sys.stdout.isatty() else 0,
-            )
+            if multiworker.cluster():
+                multiworker.fit(
+                    config,
+                    strategy,
+                    model,
+                    train_set,
+                    validation_set,
+                    global_batch,
+                    staging,
+                    done,
+                    on_epoch_end=mirror.sync,
+                )
+            else:
+                model.fit(
+                    train_set,
+                    validation_data=validation_set,
+                    epochs=config.epochs,
+                    callbacks=keras_callbacks(config, staging, mirror),
+                    shuffle=False,  # the dataset shuffles itself
+                    verbose=1 if sys.stdout.isatty() else 0,
+                )
         except TrainingInterrupted:
             mirror.sync()  # the last finished epoch's backup, checkpoints and logs
             raise
-        model.load_weights(staging / "checkpoints" / "best.weights.h5")
-        return finish_run(config, model, vectorizer, films, inputs, split, staging, mirror)
+        if not chief:
+            log.info("worker done; the chief writes the outputs to %s", config.output)
+            return None
+        return finish_run(config, vectorizer, films, inputs, split, staging, mirror)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

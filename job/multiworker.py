@@ -1,0 +1,152 @@
+"""Multi-node training: MultiWorkerMirroredStrategy from TF_CONFIG, with a custom loop.
+
+Keras 3's `fit()` fails under this strategy with our versions (keras-team/keras#20585;
+seen here with TF 2.21 / Keras 3.15: "ValueError: Attempt to convert a value
+(PerReplica:{...}) with an unsupported type" on the first step), so the steps are written
+here with `strategy.run`, TensorFlow's own collective all-reduce over gRPC between workers.
+Only the chief writes the run's outputs; the other workers write to local scratch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from job.callbacks import seed_schedule
+from job.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def cluster() -> dict | None:
+    """TF_CONFIG when it describes more than one task (a multi-worker job), else None."""
+    spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    tasks = sum(len(v) for k, v in spec.get("cluster", {}).items() if k in ("chief", "worker"))
+    return spec if tasks > 1 else None
+
+
+def is_chief() -> bool:
+    """The chief writes the outputs: task `chief`, or worker 0 when there is no chief."""
+    spec = cluster()
+    if spec is None:
+        return True
+    task = spec.get("task", {})
+    if "chief" in spec["cluster"]:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and task.get("index", 0) == 0
+
+
+def fit(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    train_set: tf.data.Dataset,
+    validation_set: tf.data.Dataset,
+    global_batch: int,
+    staging: Path,
+    done: int,
+    on_epoch_end,
+) -> None:
+    """Train `model` (built in `strategy.scope()`) from epoch `done`; writes best/last
+    weights, backup state and history.csv into `staging`, then calls `on_epoch_end()`."""
+    loss_fn = keras.losses.BinaryCrossentropy(reduction="none")
+    optimizer = model.optimizer
+    schedule = seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
+    train_batches = strategy.experimental_distribute_dataset(train_set)
+    validation_batches = strategy.experimental_distribute_dataset(validation_set)
+    reduce = tf.distribute.ReduceOp.SUM
+
+    def counts(labels: tf.Tensor, probs: tf.Tensor, losses: tf.Tensor) -> tf.Tensor:
+        """[loss sum, films, true positives, predicted, actual] of one replica's batch."""
+        predicted = tf.cast(probs >= 0.5, tf.float32)
+        return tf.stack(
+            [
+                tf.reduce_sum(losses),
+                tf.cast(tf.shape(labels)[0], tf.float32),
+                tf.reduce_sum(predicted * labels),
+                tf.reduce_sum(predicted),
+                tf.reduce_sum(labels),
+            ]
+        )
+
+    @tf.function
+    def train_step(batch):
+        def step(posters_or_tokens, labels):
+            with tf.GradientTape() as tape:
+                probs = model(posters_or_tokens, training=True)  # (batch, genres)
+                losses = loss_fn(labels, probs)  # (batch,)
+                loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            return counts(labels, probs, losses)
+
+        return strategy.reduce(reduce, strategy.run(step, args=batch), axis=None)
+
+    @tf.function
+    def validation_step(batch):
+        def step(posters_or_tokens, labels):
+            probs = model(posters_or_tokens, training=False)
+            return counts(labels, probs, loss_fn(labels, probs))
+
+        return strategy.reduce(reduce, strategy.run(step, args=batch), axis=None)
+
+    def run_epoch(batches, step_fn) -> dict[str, float]:
+        total = tf.zeros(5)
+        for batch in batches:
+            total += step_fn(batch)
+        loss_sum, films, true_positives, predicted, actual = total.numpy().tolist()
+        return {
+            "loss": loss_sum / max(films, 1),
+            "precision": true_positives / max(predicted, 1),
+            "recall": true_positives / max(actual, 1),
+        }
+
+    history = staging / "history.csv"
+    best = (
+        min((float(r["val_loss"]) for r in csv.DictReader(history.open())), default=None)
+        if history.exists() and history.stat().st_size
+        else None
+    )
+    for epoch in range(done, config.epochs):
+        started = time.monotonic()
+        optimizer.learning_rate.assign(schedule(epoch))
+        logs = run_epoch(train_batches, train_step)
+        logs.update(
+            {f"val_{k}": v for k, v in run_epoch(validation_batches, validation_step).items()}
+        )
+        logs["learning_rate"] = schedule(epoch)
+        write_history(history, epoch, logs)
+        model.save_weights(staging / "checkpoints" / "last.weights.h5")
+        if best is None or logs["val_loss"] < best:
+            best = logs["val_loss"]
+            model.save_weights(staging / "checkpoints" / "best.weights.h5")
+        # The same files and format as keras.callbacks.BackupAndRestore, so a rerun resumes.
+        model.save_weights(staging / "backup" / "latest.weights.h5")
+        (staging / "backup" / "training_metadata.json").write_text(
+            json.dumps({"epoch": epoch + 1, "batch": 0})
+        )
+        figures = " ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items()))
+        log.info(
+            "epoch %d/%d %s seconds=%.1f",
+            epoch + 1,
+            config.epochs,
+            figures,
+            time.monotonic() - started,
+        )
+        on_epoch_end()
+
+
+def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:
+    new = not history.exists() or not history.stat().st_size
+    with history.open("a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["epoch", *sorted(logs)])
+        if new:
+            writer.writeheader()
+        writer.writerow({"epoch": epoch, **logs})
