@@ -39,6 +39,13 @@ def reports_errors(command):
     return wrapper
 
 
+def required(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """For options whose default comes from the environment: still required when unset."""
+    if not value:
+        raise click.MissingParameter(ctx=ctx, param=param)
+    return value
+
+
 def data_options(command):
     """--data, --csv and --images: where the films are."""
     command = click.option(
@@ -53,6 +60,7 @@ def data_options(command):
     return click.option(
         "--data",
         required=True,
+        callback=required,
         default=lambda: env_default("GENRE_JOB_DATA"),
         help="Dataset root: gs://bucket/path, memory://path or a folder [env GENRE_JOB_DATA].",
     )(command)
@@ -83,6 +91,7 @@ def main(log_format: str) -> None:
 @click.option(
     "--output",
     required=True,
+    callback=required,
     default=lambda: env_default("AIP_MODEL_DIR", "GENRE_JOB_OUTPUT"),
     help="Run folder URL [env AIP_MODEL_DIR].",
 )
