@@ -9,7 +9,7 @@ import pytest
 from conftest import LSTM_FAST
 
 SETTINGS = {  # a few epochs at a learning rate that suits the tiny demo set
-    "cnn": ["--epochs", "8", "--learning-rate", "1e-3", "--batch-size", "16"],
+    "cnn": ["--epochs", "10", "--learning-rate", "1e-3", "--batch-size", "8"],
     "lstm": ["--epochs", "8", "--learning-rate", "3e-3", "--batch-size", "16", *LSTM_FAST],
 }
 
@@ -34,7 +34,7 @@ def test_two_replicas_learn_better_than_label_prior(model, demo_dir, tmp_path, c
     assert result.exit_code == 0, result.output
     config = json.loads((output / "config.json").read_text())
     assert config["run"]["replicas"] == 2
-    assert config["run"]["global_batch_size"] == 2 * 16
+    assert config["run"]["global_batch_size"] == 2 * int(SETTINGS[model][5])
     metrics = json.loads((output / "metrics.json").read_text())
     learned = metrics["tuned_thresholds"]["micro_f1"]
     assert learned > metrics["label_prior_micro_f1"] + 0.1, metrics
