@@ -262,6 +262,19 @@ def merge_predictions(parts: str, output: str) -> None:
     click.echo(f"{merge(parts, output)} predictions: {output}")
 
 
+@main.command()
+@data_options
+@click.option("--output", required=True, help="Where to write the prepared dataset.")
+@click.option("--image-size", type=click.IntRange(8), default=64, show_default=True)
+@reports_errors
+def prepare(data: str, csv_name: str, images: str, output: str, image_size: int) -> None:
+    """Write the dataset as TFRecord shards with posters decoded (train --data reads it)."""
+    from job.prepared import write_prepared
+
+    manifest = write_prepared(data, output, csv_name, images, image_size)
+    click.echo(f"{manifest['films']} films in {len(manifest['shards'])} shards: {output}")
+
+
 @main.command("demo-data")
 @click.option("--output", required=True, help="Where to write the demo dataset.")
 @click.option("--films", type=click.IntRange(10), default=400, show_default=True)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import __version__, catalogue, features, models, multiworker, storage
+from job import __version__, catalogue, features, models, multiworker, prepared, storage
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -53,16 +53,22 @@ def make_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
 
 
 def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, object]:
-    """The films with usable input for this model, their inputs and (lstm) the vectorizer."""
-    films = catalogue.read_catalogue(storage.join(config.data, config.csv))
-    split = catalogue.split_of(
-        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
-    )
-    if config.model == "cnn":
-        films, inputs = features.read_posters(
+    """The films with usable input for this model, their inputs and (lstm) the vectorizer.
+
+    `--data` is a dataset root (CSV + Images/) or a `genre-job prepare` output (TFRecord
+    shards with posters already decoded): the same films and inputs either way.
+    """
+    if prepared.is_prepared(config.data):
+        films, posters = prepared.read_prepared(config.data, config.image_size)
+    elif config.model == "cnn":
+        films = catalogue.read_catalogue(storage.join(config.data, config.csv))
+        films, posters = features.read_posters(
             films, storage.join(config.data, config.images), config.image_size
         )
-        return films, inputs, None
+    else:
+        films = catalogue.read_catalogue(storage.join(config.data, config.csv))
+    if config.model == "cnn":
+        return films, posters, None
     films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
     split = catalogue.split_of(
         films.ids, config.seed, config.validation_fraction, config.evaluation_fraction

@@ -220,3 +220,24 @@ def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
 
     assert replaced.exit_code == 0, replaced.output
     check_run(str(output), "cnn", epochs=2)
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_prepared_dataset_gives_the_same_predictions(model, demo_dir, bucket, cli):
+    data, prepared = f"{bucket}/imdb", f"{bucket}/imdb-prepared"
+    copy_tree(demo_dir, data)
+    result = cli("prepare", "--data", data, "--output", prepared)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"160 films in 1 shards: {prepared}"
+
+    for source, output in ((data, f"{bucket}/runs/raw"), (prepared, f"{bucket}/runs/prep")):
+        result = cli(*train_args(model, source, output, "--epochs", "1"))
+        assert result.exit_code == 0, result.output
+
+    raw, prep = (
+        read_csv(f"{bucket}/runs/raw/predictions.csv"),
+        read_csv(f"{bucket}/runs/prep/predictions.csv"),
+    )
+    assert raw["Id"].tolist() == prep["Id"].tolist()
+    probs = [c for c in raw.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(raw[probs], prep[probs], atol=1e-5)
