@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from job.callbacks import seed_schedule
+from job.callbacks import StopOnSignal, seed_schedule
 from job.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,13 @@ def fit(
 
         return strategy.reduce(reduce, strategy.run(step, args=batch), axis=None)
 
+    stop = StopOnSignal()  # SIGTERM: raise after the current step; the backup is in place
+
     def run_epoch(batches, step_fn) -> dict[str, float]:
         total = tf.zeros(5)
-        for batch in batches:
+        for step, batch in enumerate(batches):
             total += step_fn(batch)
+            stop.on_train_batch_end(step)
         loss_sum, films, true_positives, predicted, actual = total.numpy().tolist()
         return {
             "loss": loss_sum / max(films, 1),
@@ -123,6 +126,7 @@ def fit(
         )
         logs["learning_rate"] = schedule(epoch)
         write_history(history, epoch, logs)
+        write_tensorboard(staging / "tensorboard", epoch, logs)
         model.save_weights(staging / "checkpoints" / "last.weights.h5")
         if best is None or logs["val_loss"] < best:
             best = logs["val_loss"]
@@ -150,3 +154,14 @@ def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:
         if new:
             writer.writeheader()
         writer.writerow({"epoch": epoch, **logs})
+
+
+def write_tensorboard(folder: Path, epoch: int, logs: dict[str, float]) -> None:
+    """Epoch scalars in the layout Keras' TensorBoard callback uses (train/, validation/)."""
+    for side, prefix in (("train", ""), ("validation", "val_")):
+        writer = tf.summary.create_file_writer(str(folder / side))
+        with writer.as_default():
+            for name, value in logs.items():
+                if name.startswith(prefix) and (prefix or not name.startswith("val_")):
+                    tf.summary.scalar(f"epoch_{name.removeprefix(prefix)}", value, step=epoch)
+        writer.close()

@@ -67,6 +67,8 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     assert config["run"]["global_batch_size"] == 32
     assert pd.read_csv(output / "history.csv")["epoch"].tolist() == [0, 1]
     assert (output / "_SUCCESS").exists() and (output / "model.keras").exists()
+    for side in ("train", "validation"):
+        assert list((output / "tensorboard" / side).glob("events.out.tfevents*"))
     predictions = pd.read_csv(output / "predictions.csv")
     assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
     # The worker's own copies went to its scratch folder, not to the run.
