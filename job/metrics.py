@@ -20,21 +20,33 @@ def _f1(true_positives: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -
     )
 
 
-def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
-    """One threshold per genre maximising that genre's F1 on these (validation) films.
+def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, passes: int = 2) -> np.ndarray:
+    """One threshold per genre, chosen on these (validation) films to maximise micro-F1.
 
-    A genre without positives here gets the single threshold that maximises micro-F1.
+    Starts from the best single threshold, then moves one genre's threshold at a time to
+    where micro-F1 over all genres is highest (coordinate ascent). Maximising each genre's
+    own F1 instead lowers the thresholds of rare genres until they are predicted for many
+    films, which costs more in precision than it wins: on the real films it took a CNN's
+    micro-F1 from 0.41 at 0.5 down to 0.31.
     """
     y_true = y_true.astype(bool)
-    global_best = max(THRESHOLD_GRID, key=lambda t: micro_f1(y_true, y_prob >= t))
-    thresholds = np.full(y_true.shape[1], global_best, dtype=float)
-    for genre in range(y_true.shape[1]):
-        actual = y_true[:, genre]
-        if not actual.any():
-            continue
-        predicted = y_prob[:, genre][:, None] >= THRESHOLD_GRID[None, :]  # (films, grid)
-        f1 = _f1((predicted & actual[:, None]).sum(0), predicted.sum(0), actual.sum())
-        thresholds[genre] = THRESHOLD_GRID[int(np.argmax(f1))]
+    best_single = max(THRESHOLD_GRID, key=lambda t: micro_f1(y_true, y_prob >= t))
+    thresholds = np.full(y_true.shape[1], best_single, dtype=float)
+    predicted = y_prob >= thresholds[None, :]
+    actual_total = y_true.sum()
+    for _ in range(passes):
+        for genre in range(y_true.shape[1]):
+            others = np.ones(y_true.shape[1], dtype=bool)
+            others[genre] = False
+            true_positives_rest = (predicted[:, others] & y_true[:, others]).sum()
+            predicted_rest = predicted[:, others].sum()
+            candidates = y_prob[:, genre][:, None] >= THRESHOLD_GRID[None, :]  # (films, grid)
+            true_positives = true_positives_rest + (candidates & y_true[:, genre][:, None]).sum(0)
+            f1 = _f1(true_positives, predicted_rest + candidates.sum(0), actual_total)
+            current = f1[np.argmin(np.abs(THRESHOLD_GRID - thresholds[genre]))]
+            if f1.max() > current + 1e-12:
+                thresholds[genre] = THRESHOLD_GRID[int(np.argmax(f1))]
+                predicted[:, genre] = y_prob[:, genre] >= thresholds[genre]
     return thresholds
 
 

@@ -39,15 +39,30 @@ def test_average_precision_counts_tied_scores_together():
     )
 
 
-def test_thresholds_maximise_each_genres_f1():
-    thresholds = tune_thresholds(TRUE, PROB)
+def test_thresholds_maximise_micro_f1_genre_by_genre():
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    # A separates in (0.6, 0.8], B only in (0.1, 0.25]: no single threshold does both.
+    probs = np.array([[0.9, 0.1], [0.6, 0.3], [0.8, 0.25], [0.5, 0.05]])
 
-    # A (0.9+ 0.6- 0.4+ 0.3-): best F1 0.8 with both positives and one false positive,
-    # threshold in (0.3, 0.4]. B (0.8+ 0.3+ 0.2- 0.1-): perfect in (0.2, 0.3].
-    assert 0.3 < thresholds[0] <= 0.4
-    assert 0.2 < thresholds[1] <= 0.3
-    assert score(TRUE, PROB, thresholds, ["A", "B"])["per_genre"]["A"]["f1"] == pytest.approx(0.8)
-    assert score(TRUE, PROB, thresholds, ["A", "B"])["per_genre"]["B"]["f1"] == 1.0
+    thresholds = tune_thresholds(labels, probs)
+
+    assert 0.6 < thresholds[0] <= 0.8
+    assert 0.1 < thresholds[1] <= 0.25
+    assert score(labels, probs, thresholds, ["A", "B"])["micro_f1"] == 1.0
+    assert max(score(labels, probs, t, ["A", "B"])["micro_f1"] for t in (0.2, 0.5, 0.7)) < 1.0
+
+
+def test_tuned_thresholds_never_lose_to_the_best_single_threshold():
+    rng = np.random.default_rng(0)
+    labels = rng.random((300, 6)) < [0.5, 0.3, 0.1, 0.05, 0.02, 0.0]
+    probs = np.clip(labels * 0.2 + rng.random((300, 6)) * 0.8, 0, 1)
+
+    tuned = score(labels, probs, tune_thresholds(labels, probs), list("abcdef"))["micro_f1"]
+
+    singles = [
+        score(labels, probs, t, list("abcdef"))["micro_f1"] for t in np.arange(0.05, 0.96, 0.01)
+    ]
+    assert tuned >= max(singles) - 1e-12
 
 
 def test_label_prior_answers_the_most_frequent_genres():
