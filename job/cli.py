@@ -275,6 +275,32 @@ def prepare(data: str, csv_name: str, images: str, output: str, image_size: int)
     click.echo(f"{manifest['films']} films in {len(manifest['shards'])} shards: {output}")
 
 
+@main.command()
+@click.option("--run", "run_url", required=True, help="A finished run's folder URL.")
+@click.option("--data", "data_url", help="Dataset root; default: the run's config.json.")
+@click.option("--ids", help="Comma-separated evaluation Ids to show (default: a sample).")
+@click.option("--count", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Draws the sample.")
+@reports_errors
+def report(run_url: str, data_url: str | None, ids: str | None, count: int, seed: int) -> None:
+    """Write examples.png/.html, training.png and per_genre.png into a finished run."""
+    from job.report import write_report
+
+    wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    for url in write_report(run_url, data_url, wanted, count, seed):
+        click.echo(url)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@reports_errors
+def compare(runs: tuple[str, ...]) -> None:
+    """Scores of finished runs side by side (evaluation films, tuned thresholds)."""
+    from job.report import compare_runs, format_comparison
+
+    click.echo(format_comparison(compare_runs(list(runs))), nl=False)
+
+
 @main.command("demo-data")
 @click.option("--output", required=True, help="Where to write the demo dataset.")
 @click.option("--films", type=click.IntRange(10), default=400, show_default=True)

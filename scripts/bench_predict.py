@@ -25,7 +25,9 @@ def main() -> None:
         sample = Path(folder) / "sample"
         sample.mkdir()
         frame = pd.read_csv(root / "IMDB_overview_genres.csv", dtype=str, keep_default_na=False)
-        frame.sample(min(512, len(frame)), random_state=0).to_csv(sample / "IMDB_overview_genres.csv", index=False)
+        frame.sample(min(512, len(frame)), random_state=0).to_csv(
+            sample / "IMDB_overview_genres.csv", index=False
+        )
         (sample / "Images").symlink_to(root / "Images")
         bucket = server.create_bucket("bench")
         benchlib.use_storage_endpoint(server.url)

@@ -1,0 +1,174 @@
+"""`job.report`: the report of a real (1-epoch) run, read back as a user sees it, and
+runs compared; and the two baseline scripts run on the demo data."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import LSTM_FAST, ROOT, copy_tree
+from PIL import Image
+
+from job import storage
+from job.cli import main
+from job.errors import InputError
+from job.report import compare_runs, format_comparison, load_films, write_report
+
+REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
+
+
+@pytest.fixture(scope="module")
+def runs(demo_dir, tmp_path_factory) -> dict[str, str]:
+    """A 1-epoch cnn run and a 1-epoch lstm run on the demo data, in local folders.
+
+    Trained once for the module (as the `cli` fixture does it, but module-scoped)."""
+    root = tmp_path_factory.mktemp("report")
+    runner = CliRunner()
+    folders = {}
+    for model in ("cnn", "lstm"):
+        output = str(root / f"{model}-run")
+        fast = LSTM_FAST if model == "lstm" else []
+        args = ["train", "--model", model, "--data", str(demo_dir), "--output", output]
+        result = runner.invoke(main, [*args, *fast, "--epochs", "1"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        folders[model] = output
+    return folders
+
+
+def read_csv(url: str) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(storage.read_bytes(url)), dtype={"Id": str}, keep_default_na=False
+    )
+
+
+def check_png(url: str, min_width: int, min_height: int) -> None:
+    """A PNG of a sensible size that is not blank: varied pixels, several colours."""
+    image = Image.open(io.BytesIO(storage.read_bytes(url)))
+    assert image.format == "PNG"
+    assert min_width <= image.width <= 4000 and min_height <= image.height <= 8000, image.size
+    pixels = np.asarray(image.convert("RGB"), dtype=float)
+    assert pixels.std() > 10, f"{url} looks blank"
+    colours = np.unique(pixels.reshape(-1, 3)[::7], axis=0)
+    assert len(colours) > 20, f"{url}: only {len(colours)} colours"
+
+
+def catalogue(demo_dir) -> pd.DataFrame:
+    return pd.read_csv(demo_dir / "IMDB_overview_genres.csv", dtype=str, keep_default_na=False)
+
+
+def test_report_of_a_local_run(runs, demo_dir):
+    run = runs["cnn"]
+
+    written = write_report(run, count=5, seed=3)
+
+    assert written == [storage.join(run, name) for name in REPORT_FILES]
+    check_png(storage.join(run, "examples.png"), 1000, 300)
+    check_png(storage.join(run, "training.png"), 800, 300)
+    check_png(storage.join(run, "per_genre.png"), 500, 300)
+    page = storage.read_bytes(storage.join(run, "examples.html")).decode("utf-8")
+    evaluation = read_csv(storage.join(run, "predictions.csv"))
+    shown = [i for i in evaluation["Id"] if f"<h2>{i}</h2>" in page]
+    assert len(shown) == 5
+    assert page.count('src="data:image/jpeg;base64,') == 5
+    overviews = catalogue(demo_dir).set_index("Id")["Overview"]
+    for film_id in shown:
+        assert html.escape(overviews[film_id]) in page
+    # The same seed draws the same films; another seed other films.
+    assert [film.id for film in load_films(run, None, None, 5, 3)] == shown
+    assert [film.id for film in load_films(run, None, None, 5, 4)] != shown
+
+
+def test_report_on_memory_with_chosen_ids_and_hostile_text(runs, demo_dir, tmp_path):
+    """The run and data copied to memory://, an overview full of markup: --data and --ids."""
+    root = f"memory://{tmp_path.name}"
+    run, data = f"{root}/runs/cnn", f"{root}/data"
+    copy_tree(demo_dir, data)
+    copy_tree(Path(runs["cnn"]), run)
+    evaluation = read_csv(f"{run}/predictions.csv")
+    chosen = evaluation["Id"].tolist()[-1:] + evaluation["Id"].tolist()[:2]
+    films = catalogue(demo_dir)
+    hostile = '<script>alert("x")</script> & $\\alpha$ {braces} "quoted"'
+    films.loc[films["Id"] == chosen[0], "Overview"] = hostile
+    storage.write_text(f"{data}/IMDB_overview_genres.csv", films.to_csv(index=False))
+
+    written = write_report(run, data_url=data, ids=chosen)
+
+    assert written == [f"{run}/{name}" for name in REPORT_FILES]
+    page = storage.read_bytes(f"{run}/examples.html").decode("utf-8")
+    # Exactly the chosen films, in the order asked.
+    assert page.count("<h2>") == 3 and all(f"<h2>{i}</h2>" in page for i in chosen)
+    assert sorted(chosen, key=lambda i: page.index(f"<h2>{i}</h2>")) == chosen
+    assert html.escape(hostile) in page and "<script>" not in page
+    check_png(f"{run}/examples.png", 1000, 300)
+    for name in ("training.png", "per_genre.png"):
+        check_png(f"{run}/{name}", 500, 300)
+
+    with pytest.raises(InputError, match="not among the run's evaluation films: nope"):
+        write_report(run, data_url=data, ids=["nope"])
+
+
+def test_compare_runs(runs):
+    frame = compare_runs([runs["cnn"], runs["lstm"] + "/"])
+
+    assert frame["run"].tolist() == ["cnn-run", "lstm-run"]
+    assert frame["model"].tolist() == ["cnn", "lstm"]
+    genres = json.loads(storage.read_bytes(f"{runs['cnn']}/config.json"))["run"]["genres"]
+    assert frame.columns.tolist() == [
+        "run",
+        "model",
+        "micro_f1",
+        "macro_f1",
+        "mAP",
+        "micro_f1_at_0.5",
+        "label_prior_micro_f1",
+        *[f"f1_{g}" for g in genres],
+    ]
+    for row, model in enumerate(("cnn", "lstm")):
+        metrics = json.loads(storage.read_bytes(f"{runs[model]}/metrics.json"))
+        tuned = metrics["tuned_thresholds"]
+        assert frame.loc[row, "micro_f1"] == tuned["micro_f1"]
+        assert frame.loc[row, "mAP"] == tuned["mAP"]
+        assert frame.loc[row, "micro_f1_at_0.5"] == metrics["threshold_0.5"]["micro_f1"]
+        assert frame.loc[row, "label_prior_micro_f1"] == metrics["label_prior_micro_f1"]
+        assert frame.loc[row, f"f1_{genres[0]}"] == tuned["per_genre"][genres[0]]["f1"]
+    text = format_comparison(frame)
+    assert "cnn-run" in text and "lstm-run" in text and genres[-1] in text
+    assert f"{frame.loc[0, 'micro_f1']:.3f}" in text
+
+
+@pytest.mark.parametrize("script", ["baseline_tfidf.py", "baseline_colour.py"])
+def test_baseline_scripts_print_their_scores(script, demo_dir):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    figures = json.loads(lines[0])
+    for key in (
+        "micro_f1",
+        "macro_f1",
+        "mAP",
+        "micro_f1_at_0.5",
+        "macro_f1_at_0.5",
+        "label_prior_micro_f1",
+    ):
+        assert 0 <= figures[key] <= 1, (key, figures)
+    sizes = figures["films"]
+    assert sizes["evaluation"] > 0 and sizes["validation"] > 0
+    assert sum(sizes.values()) == len(catalogue(demo_dir))
+    # The demo's posters and words tell the genres: both baselines beat the label prior.
+    assert figures["micro_f1"] > figures["label_prior_micro_f1"]
