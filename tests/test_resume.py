@@ -76,3 +76,41 @@ def test_sigterm_then_rerun_resumes_from_last_finished_epoch(demo_dir, tmp_path)
     assert f"epoch {EPOCHS}/{EPOCHS}" in log
     assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
     assert (output / "_SUCCESS").exists()
+
+
+def finished_epochs(output) -> int:
+    metadata = output / "backup" / "training_metadata.json"
+    try:
+        return json.loads(metadata.read_text())["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
+    """SIGKILL gives no chance to clean up: what is in the output must be enough."""
+    data, output = str(tmp_path / "data"), tmp_path / "run"
+    copy_tree(demo_dir, data)
+
+    for kill in range(1, 4):
+        process = start_training(data, str(output))
+        deadline = time.monotonic() + 300
+        while finished_epochs(output) < kill and process.poll() is None:
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        process.kill()  # mid-way through the next epoch, or while syncing it
+        process.communicate(timeout=60)
+        assert finished_epochs(output) >= kill
+        assert not (output / "_SUCCESS").exists()
+
+    last = start_training(data, str(output))
+    log, _ = last.communicate(timeout=600)
+
+    assert last.returncode == 0, log
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert (output / "_SUCCESS").exists()
+    assert json.loads((output / "config.json").read_text())["epochs"] == EPOCHS
+    predictions = pd.read_csv(output / "predictions.csv")
+    assert (
+        len(predictions)
+        == json.loads((output / "config.json").read_text())["run"]["split_sizes"]["evaluation"]
+    )
