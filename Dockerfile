@@ -40,17 +40,14 @@ ENV TMPDIR=/scratch \
 
 WORKDIR /opt/genre-job
 
-# Layer 1: third-party dependencies only. Only pyproject.toml is copied, so this layer is
-# rebuilt when the dependency pins change, not on every code change. The pinned
-# [project].dependencies list is read straight from pyproject.toml. The base image's
-# TensorFlow must already be the pinned one (checked first), so pip keeps it and the
-# CUDA/cuDNN libraries of the image stay matched to the TF that runs.
-COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt \
-    && python3 -c 'import sys; from importlib.metadata import version; pin = [r for r in open("/tmp/requirements.txt").read().split() if r.startswith("tensorflow==")][0]; sys.exit(0 if pin == "tensorflow==" + version("tensorflow") else "base image has TF " + version("tensorflow") + ", pyproject pins " + pin)' \
-    && python3 -m pip install --requirement /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Layer 1: third-party dependencies only, from requirements.lock: every package pinned
+# with its sha256 hashes (pip refuses anything else). Only pyproject.toml and the lock are
+# copied, so this layer is rebuilt when the pins change, not on every code change. The base
+# image's TensorFlow must already be the pinned one (checked first), so pip keeps it and
+# the CUDA/cuDNN libraries of the image stay matched to the TF that runs.
+COPY pyproject.toml requirements.lock ./
+RUN python3 -c 'import sys; from importlib.metadata import version; pin = [r.split()[0] for r in open("requirements.lock") if r.startswith("tensorflow==")][0]; sys.exit(0 if pin == "tensorflow==" + version("tensorflow") else "base image has TF " + version("tensorflow") + ", the lock pins " + pin)' \
+    && python3 -m pip install --require-hashes --requirement requirements.lock
 
 # Layer 2: the package itself, without touching the dependencies.
 COPY job/ ./job/

@@ -24,6 +24,9 @@ NON_GENRE_COLUMNS = ("Id", "Genre", "Overview")
 # A poster's path is built from the Id: only plain names, so it cannot leave the images folder.
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 SPLITS = ("train", "validation", "evaluation")
+# Overviews are a paragraph; the model reads the first 100 tokens. Longer texts are cut
+# (a 10 MB overview would otherwise take minutes to vectorize and skew the vocabulary).
+MAX_OVERVIEW_CHARS = 10_000
 
 
 @dataclass
@@ -90,9 +93,14 @@ def read_catalogue(csv_url: str, genres: list[str] | None = None) -> Catalogue:
         labels = None
     if frame.empty:
         raise InputError(f"{csv_url}: the CSV has a header but no films")
+    overviews = [o.strip() for o in frame["Overview"]]
+    long = sum(len(o) > MAX_OVERVIEW_CHARS for o in overviews)
+    if long:
+        log.warning("cut %d overviews to their first %d characters", long, MAX_OVERVIEW_CHARS)
+        overviews = [o[:MAX_OVERVIEW_CHARS] for o in overviews]
     catalogue = Catalogue(
         ids=[i.strip() for i in frame["Id"]],
-        overviews=[o.strip() for o in frame["Overview"]],
+        overviews=overviews,
         genres=list(genres),
         labels=labels,
     )

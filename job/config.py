@@ -44,7 +44,11 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS[self.model]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
+        from job.logs import redact  # a signed URL's signature never reaches config.json
+
+        values = dataclasses.asdict(self)
+        values["data"], values["output"] = redact(self.data), redact(self.output)
+        return json.dumps(values, indent=2, sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:

@@ -16,6 +16,7 @@ from job import features, metrics, storage
 from job.catalogue import Catalogue
 from job.config import TrainConfig
 from job.errors import OutputError
+from job.lock import LOCK_NAME
 from job.models import build_for, inference_model
 from job.prediction import predictions_frame
 
@@ -34,8 +35,10 @@ def refuse_finished_run(output: str, overwrite: bool) -> None:
         raise OutputError(
             f"{output} already holds a finished run", "choose another --output or pass --overwrite"
         )
-    if overwrite:
-        storage.remove_tree(output)
+    if overwrite:  # everything but our lock
+        for relative in storage.list_files(output):
+            if relative != LOCK_NAME:
+                storage.remove(storage.join(output, relative))
 
 
 def finish_run(

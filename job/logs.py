@@ -1,4 +1,9 @@
-"""Logging for a batch job: plain lines, or one JSON object a line for Cloud Logging."""
+"""Logging for a batch job: plain lines, or one JSON object a line for Cloud Logging.
+
+Every line goes through `redact` (credentials, tokens, signed-URL signatures) and is one
+line: a record's traceback is reduced to its last line unless GENRE_JOB_DEBUG is set
+(gcsfs logs tracebacks when it gives up retrying).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,78 @@ import os
 import re
 import sys
 
-# Anything that looks like a credential is masked before a line is written.
-SECRET = re.compile(r"(?i)(token|secret|password|signature|key|credential)([=:]\s*)\S+")
+MASK = "***"
+# Order matters: whole private keys first, then credentials inside URLs, then name=value.
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # PEM private keys (a service-account key file's "private_key"), escaped or not.
+    (
+        re.compile(
+            r"-----BEGIN[A-Z ]*PRIVATE KEY-----.*?(-----END[A-Z ]*PRIVATE KEY-----|$)", re.S
+        ),
+        MASK,
+    ),
+    # user:password@ in a URL
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), rf"\1{MASK}@"),
+    # Authorization: Bearer/Basic <token>
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
+    # name=value / "name": "value" where the name ends in a secret word: access_token,
+    # client_secret, password, X-Goog-Signature, X-Goog-Credential, X-Amz-Security-Token,
+    # private_key, api_key, sig (SAS), upload_id (a resumable upload session is a capability)
+    (
+        re.compile(
+            r"(?i)\b((?:[\w.-]*[_.-])?(?:token|secret|password|passwd|pwd|signature|sig|key|apikey"
+            r"|credential|credentials|authorization|auth|upload_?id|session))"
+            r"(\\?[\"']?\s*[=:]\s*\\?[\"']?)([^\s\"'&,;}\\]+)"
+        ),
+        rf"\1\2{MASK}",
+    ),
+    # Bare Google OAuth access tokens, API keys, HMAC access ids.
+    (re.compile(r"\bya29\.[0-9A-Za-z_.-]+"), MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
+    (re.compile(r"\bGOOG[0-9A-Z]{20,}"), MASK),
+]
 
 
 def redact(text: str) -> str:
-    return SECRET.sub(r"\1\2***", text)
+    """Mask anything that looks like a credential, token or URL signature."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _message(record: logging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        message = f"{message} ({type(error).__name__}: {error})"
+    return redact(" ".join(message.split()))
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("GENRE_JOB_DEBUG"))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "severity": record.levelname,
-            "message": redact(record.getMessage()),
+            "message": _message(record),
             "logger": record.name,
             "time": self.formatTime(record),
         }
-        entry.update(getattr(record, "fields", {}))
+        fields = getattr(record, "fields", {})
+        entry.update(json.loads(redact(json.dumps(fields, default=str))))
+        if _debug() and record.exc_info:
+            entry["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        if _debug():
+            return redact(super().format(record))
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {_message(record)}"
+        return line
 
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import random
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 if os.environ.get("STORAGE_EMULATOR_HOST"):
     # gcsfs >= 2026.3 probes a gRPC API per bucket and stalls 60 s against an emulator.
@@ -22,18 +25,153 @@ import fsspec  # noqa: E402
 from fsspec.implementations.local import LocalFileSystem  # noqa: E402
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Posters fetched per call: gcsfs keeps the requests of one call in flight together.
 FETCH_CHUNK = 512
+
+# Retries on top of gcsfs's own. gcsfs retries each HTTP request 6 times (about 31 s of
+# back-off) on 408/429/5xx, connection resets and other aiohttp errors, but then gives up
+# with exceptions that are not OSError (HttpError, aiohttp errors), it has no read timeout
+# (a stalled connection hangs for ever), and an outage longer than its 31 s fails the
+# operation. Here: a read timeout per socket read (so a stall becomes a retried error),
+# then whole operations retried with exponential back-off and jitter for transient errors,
+# bounded by ATTEMPTS and by a time budget; what is left becomes a one-line OSError.
+ATTEMPTS = 5
+FIRST_DELAY_S = 1.0
+MAX_DELAY_S = 30.0
+
+
+def retry_budget_s() -> float:
+    """Seconds one operation may spend retrying ($GENRE_JOB_STORAGE_RETRY_S, default 120)."""
+    return float(os.environ.get("GENRE_JOB_STORAGE_RETRY_S", "120"))
+
+
+def read_timeout_s() -> float:
+    """Seconds a gs:// socket read may stall ($GENRE_JOB_STORAGE_READ_TIMEOUT_S, default 120)."""
+    return float(os.environ.get("GENRE_JOB_STORAGE_READ_TIMEOUT_S", "120"))
+
+
+class StorageError(OSError):
+    """Object storage failed after retries, or for good; the message is one line."""
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The file system behind `url` and the path inside it."""
     options: dict[str, object] = {}
     protocol = fsspec.utils.get_protocol(url)
-    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
-        options["token"] = "anon"  # an emulator takes no credentials
+    if protocol in ("gs", "gcs"):
+        import aiohttp
+
+        options["requests_timeout"] = aiohttp.ClientTimeout(
+            total=None, sock_connect=30, sock_read=read_timeout_s()
+        )
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            options["token"] = "anon"  # an emulator takes no credentials
     return fsspec.core.url_to_fs(url, **options)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import aiohttp
+
+        types.append(aiohttp.ClientError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import requests
+
+        types += [
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from gcsfs.retry import ChecksumError
+
+        types.append(ChecksumError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth another try: throttling, server errors, resets, timeouts. Not: missing,
+    already there, forbidden, bad request."""
+    if isinstance(
+        error,
+        FileNotFoundError | FileExistsError | PermissionError | IsADirectoryError,
+    ):
+        return False
+    code = getattr(error, "code", None)  # gcsfs HttpError
+    if type(error).__name__ == "HttpError":
+        return str(code) in {"408", "429", "500", "502", "503", "504"}
+    return isinstance(error, _transient_types())
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _final(error: BaseException, what: str, url: str) -> BaseException:
+    """The exception callers see: FileNotFoundError, FileExistsError and PermissionError
+    stay what they are (callers act on them); everything else is a one-line StorageError."""
+    if isinstance(error, FileNotFoundError | FileExistsError):
+        return error
+    if isinstance(error, PermissionError):
+        return PermissionError(f"{what} {url}: {_one_line(error)}")
+    if isinstance(error, OSError) and str(error).startswith("Forbidden"):  # gcsfs: HTTP 403
+        return PermissionError(f"{what} {url}: {_one_line(error)}")
+    return StorageError(f"{what} {url} failed: {_one_line(error)}")
+
+
+_jitter = random.Random()
+
+
+def retrying(what: str, url: str, operation: Callable[[], T]) -> T:
+    """Run `operation`, retrying transient storage errors with exponential back-off.
+
+    Python's global random state is put back afterwards: gcsfs draws its back-off jitter
+    from it, and Keras draws layer seeds from it, so without this a retry would change
+    the trained model (a flaky run would not give the clean run's outputs).
+    """
+    state = random.getstate()
+    try:
+        return _retrying(what, url, operation)
+    finally:
+        random.setstate(state)
+
+
+def _retrying(what: str, url: str, operation: Callable[[], T]) -> T:
+    deadline = time.monotonic() + retry_budget_s()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return operation()
+        except Exception as error:  # storage back ends raise many kinds
+            delay = min(FIRST_DELAY_S * 2 ** (attempt - 1), MAX_DELAY_S)
+            delay *= 0.5 + _jitter.random()
+            if (
+                not is_transient(error)
+                or attempt == ATTEMPTS
+                or time.monotonic() + delay > deadline
+            ):
+                raise _final(error, what, url) from error
+            log.warning(
+                "storage: %s %s failed (%s); retry %d of %d in %.1f s",
+                what,
+                url,
+                _one_line(error),
+                attempt,
+                ATTEMPTS - 1,
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def join(url: str, *parts: str) -> str:
@@ -42,28 +180,61 @@ def join(url: str, *parts: str) -> str:
 
 def exists(url: str) -> bool:
     fs, path = filesystem(url)
-    return fs.exists(path)
+    if isinstance(fs, LocalFileSystem):
+        return os.path.exists(path)
+    # Not fs.exists: the generic one answers False on any error (an outage is not "absent").
+    return retrying("check", url, lambda: _exists(fs, path))
+
+
+def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        fs.info(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
-    return fs.cat_file(path)
+    return retrying("read", url, lambda: fs.cat_file(path))
 
 
-def write_bytes(url: str, data: bytes) -> None:
+def write_bytes(url: str, data: bytes, create: bool = False) -> None:
     """Write `data` so that a reader sees the old object or the whole new one, never a part.
 
     An object store replaces an object in one request; a local file is written to a
-    temporary name and renamed into place.
+    temporary name and renamed into place. With `create`, FileExistsError when the object
+    is already there (gs://: an `ifGenerationMatch=0` precondition; local: a hard link,
+    which fails on an existing name; memory: exclusive open).
     """
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         Path(temporary).write_bytes(data)
-        os.replace(temporary, path)
+        if create:
+            try:
+                os.link(temporary, path)
+            finally:
+                os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
     else:
-        fs.pipe_file(path, data)
+        mode = "create" if create else "overwrite"
+        retrying("write", url, lambda: fs.pipe_file(path, data, mode=mode))
+
+
+def remove(url: str) -> None:
+    """Delete one object; no error when it is already gone."""
+    fs, path = filesystem(url)
+
+    def delete() -> None:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    retrying("delete", url, delete)
 
 
 def write_text(url: str, text: str) -> None:
@@ -82,30 +253,53 @@ def fetch_many(urls: list[str]) -> list[bytes | None]:
     paths = [fs._strip_protocol(url) for url in urls]
     blobs: list[bytes | None] = []
     for start in range(0, len(paths), FETCH_CHUNK):
-        chunk = paths[start : start + FETCH_CHUNK]
-        for answer in fs.cat_ranges(chunk, None, None, on_error="return"):
-            if isinstance(answer, FileNotFoundError):
-                blobs.append(None)
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                blobs.append(answer)
+        blobs += _fetch_chunk(fs, paths[start : start + FETCH_CHUNK], urls[start])
     return blobs
+
+
+def _fetch_chunk(fs: fsspec.AbstractFileSystem, paths: list[str], first_url: str):
+    """One `cat_ranges` call; the paths that failed transiently are fetched again."""
+    answers: list[object] = [None] * len(paths)
+    pending = list(range(len(paths)))
+
+    def attempt() -> None:
+        nonlocal pending
+        got = fs.cat_ranges([paths[i] for i in pending], None, None, on_error="return")
+        failed = []
+        for index, answer in zip(pending, got, strict=True):
+            answers[index] = answer
+            if isinstance(answer, BaseException) and not isinstance(answer, FileNotFoundError):
+                failed.append(index)
+        pending = failed
+        if failed:
+            raise answers[failed[0]]  # retried when transient
+
+    retrying(f"fetch {len(paths)} objects from", posixpath.dirname(first_url), attempt)
+    return [None if isinstance(a, FileNotFoundError) else a for a in answers]
 
 
 def list_files(url: str) -> list[str]:
     """Paths below `url`, relative to it; empty when it does not exist."""
     fs, root = filesystem(url)
-    if not fs.exists(root):
-        return []
     root = root.rstrip("/")
-    return sorted(posixpath.relpath(path, root) for path in fs.find(root))
+
+    def find() -> list[str]:
+        try:
+            return fs.find(root)
+        except FileNotFoundError:
+            return []
+
+    return sorted(posixpath.relpath(path, root) for path in retrying("list", url, find))
 
 
 def remove_tree(url: str) -> None:
     fs, path = filesystem(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+
+    def remove_all() -> None:
+        if _exists(fs, path):
+            fs.rm(path, recursive=True)
+
+    retrying("delete", url, remove_all)
 
 
 def download_tree(url: str, local_dir: Path, skip: Iterable[str] = ()) -> int:
@@ -118,7 +312,8 @@ def download_tree(url: str, local_dir: Path, skip: Iterable[str] = ()) -> int:
             continue
         target = local_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(f"{root.rstrip('/')}/{relative}", str(target))
+        source = f"{root.rstrip('/')}/{relative}"
+        retrying("download", join(url, relative), lambda: fs.get_file(source, str(target)))  # noqa: B023
         count += 1
     return count
 

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import __version__, catalogue, features, models, multiworker, prepared, storage
+from job import __version__, catalogue, features, lock, models, multiworker, prepared, storage
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -82,7 +82,7 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, ob
 
 def restore_state(config: TrainConfig, staging: Path) -> int:
     """Download an unfinished run's state; returns the number of epochs already done."""
-    count = storage.download_tree(config.output, staging, skip={"config.json"})
+    count = storage.download_tree(config.output, staging, skip={"config.json", lock.LOCK_NAME})
     metadata = staging / "backup" / "training_metadata.json"
     done = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
     history = staging / "history.csv"
@@ -191,8 +191,18 @@ def keras_callbacks(config: TrainConfig, staging: Path, mirror: storage.Mirror) 
 def train(config: TrainConfig) -> dict | None:
     """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
     chief = multiworker.is_chief()
-    if chief:
-        refuse_finished_run(config.output, config.overwrite)
+    # Only the chief writes the run: it holds the lock against a second job on --output.
+    run_lock = lock.acquire(config.output, config.overwrite) if chief else None
+    try:
+        if chief:
+            refuse_finished_run(config.output, config.overwrite)
+        return _train(config, chief)
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+
+
+def _train(config: TrainConfig, chief: bool) -> dict | None:
     strategy = make_strategy(config.cpu_replicas)  # before any TF op: devices are fixed then
     if config.mixed_precision:
         gpu = bool(tf.config.list_physical_devices("GPU"))

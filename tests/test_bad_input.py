@@ -1,150 +1,337 @@
-"""Bad input: a one-line error naming the file and the problem with a non-zero exit, or a
-skip that is counted; never a traceback, never a half-written run."""
+"""Bad input, one table: each row is an input and what must come of it. Either a one-line
+error naming the file and the problem, with its exit code (3: bad data, 4: output
+refused), or a skip counted in config.json (run.films_dropped) and logged; never a
+traceback, never a half-written run, never a silently wrong model."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import DEMO_FILMS, LSTM_FAST
+from faultproxy import FaultProxy
+from PIL import Image
 
 CSV = "IMDB_overview_genres.csv"
 
 
+@dataclass
+class Fails:
+    """Exit `code`; the last line is "Error: " + `message` ({data} and {output} filled in)."""
+
+    code: int
+    message: str
+    prefix: bool = False  # the line only starts with `message` (the rest is the OS's)
+
+
+@dataclass
+class Skips:
+    """Exit 0; config.json counts exactly these drops (empty: every film kept)."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    """Where the run reads and writes; a row's `breaks` changes the data or these."""
+
+    data: str
+    output: str
+    root: Path
+    request: pytest.FixtureRequest
+    monkeypatch: pytest.MonkeyPatch
+
+    def ids(self) -> list[str]:
+        return pd.read_csv(self.root / CSV, dtype=str, keep_default_na=False)["Id"].tolist()
+
+
 def rewrite_csv(change):
-    def apply(root: Path) -> None:
-        frame = pd.read_csv(root / CSV, dtype=str, keep_default_na=False)
-        change(frame).to_csv(root / CSV, index=False)
+    def apply(case: Case) -> None:
+        frame = pd.read_csv(case.root / CSV, dtype=str, keep_default_na=False)
+        change(frame).to_csv(case.root / CSV, index=False)
 
     return apply
 
 
 def write_csv_bytes(data: bytes):
-    def apply(root: Path) -> None:
-        (root / CSV).write_bytes(data)
+    def apply(case: Case) -> None:
+        (case.root / CSV).write_bytes(data)
 
     return apply
 
 
-def set_cell(column: str, value: str):
+def set_cells(column: str, value: str, rows=(3,)):
     def change(frame: pd.DataFrame) -> pd.DataFrame:
-        frame.loc[3, column] = value
+        for row in rows:
+            frame.loc[row, column] = value
         return frame
 
-    return change
+    return rewrite_csv(change)
 
 
-# input, how to break the demo data, exit code, the error line (after "Error: <root>/")
-FATAL = [
-    (
-        "missing CSV",
-        lambda root: (root / CSV).unlink(),
-        3,
-        f"{CSV}: no such file (check --data and --csv)",
-    ),
-    ("empty CSV", write_csv_bytes(b""), 3, f"{CSV}: the file is empty"),
-    (
-        "header only",
-        write_csv_bytes(b"Id,Genre,Action,Overview\n"),
-        3,
-        f"{CSV}: the CSV has a header but no films",
-    ),
-    (
-        "no Overview column",
-        rewrite_csv(lambda f: f.drop(columns=["Overview"])),
-        3,
-        f"{CSV}: missing column(s) Overview",
-    ),
-    (
-        "no Id column",
-        rewrite_csv(lambda f: f.drop(columns=["Id"])),
-        3,
-        f"{CSV}: missing column(s) Id",
-    ),
-    (
-        "no genre columns",
-        rewrite_csv(lambda f: f[["Id", "Genre", "Overview"]]),
-        3,
-        f"{CSV}: no genre columns (0/1 columns besides Id/Genre/Overview)",
-    ),
-    (
-        "genre value 2",
-        rewrite_csv(set_cell("Drama", "2")),
-        3,
-        f"{CSV}: genre column 'Drama' holds '2' on line 5; genre values must be 0 or 1",
-    ),
-    (
-        "non-UTF-8 bytes",
-        write_csv_bytes(b"Id,Overview,Drama\ntt1,caf\xe9,1\n"),
-        3,
-        f"{CSV}: not UTF-8 text (byte 25)",
-    ),
-    (
-        "no posters at all",
-        lambda root: shutil.rmtree(root / "Images"),
-        3,
-        "no train films left (0 usable films)",
-    ),
+def image(mode: str, size: tuple[int, int], fmt: str = "JPEG") -> bytes:
+    colour = {"L": 128, "RGB": (200, 40, 30), "CMYK": (10, 200, 30, 40), "P": 3}[mode]
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def posters(makers):
+    """Replace the posters of films 0, 1, ... with make(original JPEG bytes)."""
+
+    def apply(case: Case) -> None:
+        for film_id, make in zip(case.ids(), makers, strict=False):
+            path = case.root / "Images" / f"{film_id}.jpg"
+            path.write_bytes(make(path.read_bytes()))
+
+    return apply
+
+
+def add_films_with_ids(film_ids: list[str]):
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        extra = frame.iloc[[4] * len(film_ids)].copy()
+        extra["Id"] = film_ids
+        return pd.concat([frame, extra])
+
+    return rewrite_csv(change)
+
+
+# Ids that must not become a poster path: '/', '..', absolute, URL schemes, NUL, '\\'
+UNSAFE_IDS = ["a/b", "../../etc/passwd", "..", "/etc/passwd", "gs://elsewhere/x", "file:x"]
+UNSAFE_IDS += ["tt1\x00.jpg", "..\\x", "http://127.0.0.1/x", "~root"]
+BAD_POSTERS = [
+    lambda jpeg: b"",  # zero bytes
+    lambda jpeg: jpeg[: len(jpeg) // 2],  # truncated
+    lambda jpeg: image("RGB", (150, 300), "PNG"),  # PNG named .jpg
+    lambda jpeg: image("P", (150, 300), "GIF"),  # GIF named .jpg
+    lambda jpeg: b"<html>not found</html>",  # an error page saved as the poster
+]
+ODD_JPEGS = [
+    lambda jpeg: image("L", (150, 300)),  # grayscale: decoded to RGB, kept
+    lambda jpeg: image("CMYK", (150, 300)),  # CMYK: decoded to RGB, kept
+    lambda jpeg: image("RGB", (1, 1)),  # 1x1: resized, kept
 ]
 
 
-@pytest.mark.parametrize("case, breaks, code, message", FATAL, ids=[c[0] for c in FATAL])
-def test_fatal_input_is_one_clear_line(case, breaks, code, message, demo_dir, tmp_path, cli):
-    data = tmp_path / "data"
-    shutil.copytree(demo_dir, data)
-    breaks(data)
-
-    result = cli(
-        "train", "--model", "cnn", "--data", data, "--output", tmp_path / "run", "--epochs", "1"
-    )
-
-    assert result.exit_code == code
-    lines = result.output.strip().splitlines()
-    assert lines[-1] == f"Error: {data}/{message}" or lines[-1] == f"Error: {data}: {message}"
-    assert "Traceback" not in result.output
-    assert not (tmp_path / "run" / "_SUCCESS").exists()
+def BOMB(jpeg: bytes) -> bytes:  # noqa: N802
+    """A valid 100-megapixel JPEG (1 MB): refused before decoding (limit 25 megapixels)."""
+    return image("L", (10_000, 10_000))
 
 
-def test_bad_posters_and_rows_are_skipped_and_counted(demo_dir, tmp_path, cli):
-    data = tmp_path / "data"
-    shutil.copytree(demo_dir, data)
-    frame = pd.read_csv(data / CSV, dtype=str, keep_default_na=False)
-    ids = frame["Id"].tolist()
-    (data / "Images" / f"{ids[0]}.jpg").write_bytes(b"")  # zero bytes
-    jpeg = (data / "Images" / f"{ids[1]}.jpg").read_bytes()
-    (data / "Images" / f"{ids[1]}.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # truncated
-    (data / "Images" / f"{ids[2]}.jpg").write_bytes(b"\x89PNG\r\n\x1a\n not a jpeg")
-    (data / "Images" / f"{ids[3]}.jpg").unlink()  # missing
-    extra = frame.iloc[[4, 5]].copy()
-    extra["Id"] = ["../../etc/passwd", "gs://elsewhere/x"]  # a path must not leave Images/
-    frame = pd.concat([frame, extra, frame.iloc[[6]]])  # and one duplicate Id
-    frame.to_csv(data / CSV, index=False)
-
-    result = cli(
-        "train", "--model", "cnn", "--data", data, "--output", tmp_path / "run", "--epochs", "1"
-    )
-
-    assert result.exit_code == 0, result.output
-    run = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
-    assert run["films_dropped"] == {
-        "unsafe or empty Id": 2,
-        "duplicate Id": 1,
-        "no poster": 1,
-        "poster not a readable JPEG": 3,
-    }
-    assert run["films_used"] == len(ids) - 4
+def missing_poster(case: Case) -> None:
+    (case.root / "Images" / f"{case.ids()[0]}.jpg").unlink()
 
 
-def test_output_that_cannot_be_written(demo_dir, tmp_path, cli):
-    blocker = tmp_path / "a-file"
+def data_bucket_missing(case: Case) -> None:
+    case.request.getfixturevalue("gcs_server")
+    case.data = "gs://no-such-bucket-for-genre-job/imdb"
+
+
+def output_in_a_file(case: Case) -> None:
+    blocker = case.root.parent / "a-file"
     blocker.write_text("not a folder")
+    case.output = str(blocker / "run")
 
-    result = cli(
-        "train", "--model", "cnn", "--data", demo_dir, "--output", blocker / "run", "--epochs", "1"
-    )
 
-    assert result.exit_code == 4
-    line = result.output.strip().splitlines()[-1]
-    assert line.startswith(f"Error: {blocker}/run: cannot write (")
+def output_bucket_missing(case: Case) -> None:
+    case.request.getfixturevalue("gcs_server")
+    case.output = "gs://no-such-bucket-for-genre-job/run"
+
+
+def output_forbidden(case: Case) -> None:
+    """A gs:// output the job may read but not write: 403 on uploads from a proxy."""
+    server = case.request.getfixturevalue("gcs_server")
+    bucket = case.request.getfixturevalue("bucket")
+    proxy = FaultProxy(server).__enter__()
+    case.request.addfinalizer(lambda: proxy.__exit__(None, None, None))
+    proxy.forbid_writes = "runs/"
+    case.monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    case.output = f"{bucket}/runs/forbidden"
+
+
+def bad_csv(message: str, prefix: bool = False) -> Fails:
+    return Fails(3, "{data}/" + CSV + ": " + message, prefix)
+
+
+NOT_JPEG = "poster not a readable JPEG"
+UNSAFE = "unsafe or empty Id"
+NO_TRAIN = "{data}: no train films left (0 usable films)"
+FORBIDDEN = "{output}: cannot write (write {output}/config.json: OSError: Forbidden: "
+# case, model, how the demo data is broken, what must come of it
+TABLE = [
+    # the catalogue CSV
+    (
+        "missing CSV",
+        "cnn",
+        lambda c: (c.root / CSV).unlink(),
+        bad_csv("no such file (check --data and --csv)"),
+    ),
+    ("empty CSV", "cnn", write_csv_bytes(b""), bad_csv("the file is empty")),
+    ("blank CSV", "cnn", write_csv_bytes(b"\n \n"), bad_csv("the file is empty")),
+    (
+        "header only",
+        "cnn",
+        write_csv_bytes(b"Id,Genre,Action,Overview\n"),
+        bad_csv("the CSV has a header but no films"),
+    ),
+    (
+        "no Overview column",
+        "cnn",
+        rewrite_csv(lambda f: f.drop(columns=["Overview"])),
+        bad_csv("missing column(s) Overview"),
+    ),
+    (
+        "no Id column",
+        "cnn",
+        rewrite_csv(lambda f: f.drop(columns=["Id"])),
+        bad_csv("missing column(s) Id"),
+    ),
+    (
+        "no genre columns",
+        "cnn",
+        rewrite_csv(lambda f: f[["Id", "Genre", "Overview"]]),
+        bad_csv("no genre columns (0/1 columns besides Id/Genre/Overview)"),
+    ),
+    (
+        "genre value 2",
+        "cnn",
+        set_cells("Drama", "2"),
+        bad_csv("genre column 'Drama' holds '2' on line 5; genre values must be 0 or 1"),
+    ),
+    (
+        "genre value yes",
+        "cnn",
+        set_cells("Action", "yes"),
+        bad_csv("genre column 'Action' holds 'yes' on line 5; genre values must be 0 or 1"),
+    ),
+    (
+        "genre value empty",
+        "cnn",
+        set_cells("Action", ""),
+        bad_csv("genre column 'Action' holds '' on line 5; genre values must be 0 or 1"),
+    ),
+    (
+        "genre value 0.5",
+        "cnn",
+        set_cells("Action", "0.5"),
+        bad_csv("genre column 'Action' holds '0.5' on line 5; genre values must be 0 or 1"),
+    ),
+    (
+        "non-UTF-8 bytes",
+        "cnn",
+        write_csv_bytes(b"Id,Overview,Drama\ntt1,caf\xe9,1\n"),
+        bad_csv("not UTF-8 text (byte 25)"),
+    ),
+    (
+        "ragged rows",
+        "cnn",
+        write_csv_bytes(b'Id,Overview,Drama\ntt1,"unclosed,1\n'),
+        bad_csv("not a readable CSV (", prefix=True),
+    ),
+    # Ids: a poster path is built from the Id and must never leave Images/
+    (
+        "duplicate Id",
+        "cnn",
+        rewrite_csv(lambda f: pd.concat([f, f.iloc[[6]]])),
+        Skips({"duplicate Id": 1}),
+    ),
+    ("unsafe Ids", "cnn", add_films_with_ids(UNSAFE_IDS), Skips({UNSAFE: len(UNSAFE_IDS)})),
+    ("empty Ids", "cnn", set_cells("Id", "", rows=(2, 3)), Skips({UNSAFE: 2})),
+    # overviews
+    (
+        "10 MB overview and empty overviews (lstm)",
+        "lstm",
+        lambda c: [
+            set_cells("Overview", "word " * 2_000_000, rows=(5,))(c),
+            set_cells("Overview", "", rows=(1, 2, 3))(c),
+        ],
+        Skips({"no overview": 3}),
+    ),
+    # posters
+    ("missing poster", "cnn", missing_poster, Skips({"no poster": 1})),
+    ("no posters at all", "cnn", lambda c: shutil.rmtree(c.root / "Images"), Fails(3, NO_TRAIN)),
+    ("unreadable posters", "cnn", posters(BAD_POSTERS), Skips({NOT_JPEG: len(BAD_POSTERS)})),
+    ("grayscale, CMYK, 1x1 JPEGs", "cnn", posters(ODD_JPEGS), Skips({})),
+    ("10000x10000 JPEG (bomb)", "cnn", posters([BOMB]), Skips({NOT_JPEG: 1})),
+    # where the data is and where the run goes
+    (
+        "data bucket does not exist",
+        "cnn",
+        data_bucket_missing,
+        bad_csv("no such file (check --data and --csv)"),
+    ),
+    (
+        "output under a file",
+        "cnn",
+        output_in_a_file,
+        Fails(4, "{output}: cannot write (", prefix=True),
+    ),
+    (
+        "output bucket does not exist",
+        "cnn",
+        output_bucket_missing,
+        Fails(4, "{output}: cannot write (", prefix=True),
+    ),
+    ("output not writable (403)", "cnn", output_forbidden, Fails(4, FORBIDDEN, prefix=True)),
+]
+
+
+@pytest.mark.parametrize("case, model, breaks, expected", TABLE, ids=[row[0] for row in TABLE])
+def test_bad_input(case, model, breaks, expected, demo_dir, tmp_path, cli, request, monkeypatch):
+    root = tmp_path / "data"
+    shutil.copytree(demo_dir, root)
+    where = Case(str(root), str(tmp_path / "run"), root, request, monkeypatch)
+    breaks(where)
+    fast = LSTM_FAST if model == "lstm" else []
+    args = ["train", "--model", model, "--data", where.data, "--output", where.output]
+
+    result = cli(*args, *fast, "--epochs", "1", "--batch-size", "8")
+
+    assert "Traceback" not in result.output
+    if isinstance(expected, Fails):
+        assert result.exit_code == expected.code, result.output
+        line = result.output.strip().splitlines()[-1]
+        wanted = "Error: " + expected.message.format(data=where.data, output=where.output)
+        assert line.startswith(wanted) if expected.prefix else line == wanted, line
+        assert "\n" not in line
+        assert not Path(where.output, "_SUCCESS").exists()
+        return
+    assert result.exit_code == 0, result.output
+    run = json.loads(Path(where.output, "config.json").read_text())["run"]
+    assert {k: v for k, v in run["films_dropped"].items() if v} == expected.dropped
+    films = len(pd.read_csv(root / CSV, dtype=str, keep_default_na=False))
+    assert run["films_used"] == films - sum(expected.dropped.values())
+    for reason, count in expected.dropped.items():  # and logged
+        assert f"dropped {count} films: {reason}" in result.output
+    assert films >= DEMO_FILMS
+
+
+# Each poster kind alone, through the decoder (no training): kept (True) or dropped.
+POSTER_KINDS = [
+    ("zero bytes", BAD_POSTERS[0], False),
+    ("truncated", BAD_POSTERS[1], False),
+    ("PNG named .jpg", BAD_POSTERS[2], False),
+    ("GIF named .jpg", BAD_POSTERS[3], False),
+    ("HTML named .jpg", BAD_POSTERS[4], False),
+    ("grayscale", ODD_JPEGS[0], True),
+    ("CMYK", ODD_JPEGS[1], True),
+    ("1x1", ODD_JPEGS[2], True),
+    ("10000x10000", BOMB, False),
+    ("24 megapixels", lambda jpeg: image("L", (4000, 6000)), True),
+]
+
+
+@pytest.mark.parametrize("kind, make, kept", POSTER_KINDS, ids=[k[0] for k in POSTER_KINDS])
+def test_each_poster_kind_is_kept_as_rgb_or_dropped(kind, make, kept, demo_dir):
+    from job.features import decode_posters
+
+    good_jpeg = next((demo_dir / "Images").glob("*.jpg")).read_bytes()
+    posters, good = decode_posters([good_jpeg, make(good_jpeg), good_jpeg], 64)
+
+    assert good.tolist() == [True, kept, True]
+    assert posters.shape == (2 + kept, 64, 64, 3) and posters.dtype == "uint8"

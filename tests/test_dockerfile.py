@@ -89,12 +89,13 @@ def test_dependencies_are_a_layer_of_their_own():
     steps = instructions()
     copies = [(i, rest) for i, (w, rest) in enumerate(steps) if w == "COPY"]
     runs = [(i, rest) for i, (w, rest) in enumerate(steps) if w == "RUN"]
-    (pyproject_at,) = [i for i, rest in copies if rest.split()[0] == "pyproject.toml"]
+    (pyproject_at,) = [i for i, rest in copies if "requirements.lock" in rest.split()]
     (code_at,) = [i for i, rest in copies if rest.split()[0].rstrip("/") == "job"]
     assert pyproject_at < code_at
     deps_runs = [rest for i, rest in runs if pyproject_at < i < code_at]
-    assert any("pip install" in r and "requirements" in r for r in deps_runs)
-    assert any("tomllib" in r and '["project"]["dependencies"]' in r for r in deps_runs)
+    assert any(
+        "pip install --require-hashes --requirement requirements.lock" in r for r in deps_runs
+    )
     code_runs = [rest for i, rest in runs if i > code_at]
     assert any(re.search(r"pip install --no-deps \.", r) for r in code_runs)
 

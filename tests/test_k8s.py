@@ -96,6 +96,8 @@ def expand(value: str, env: dict[str, str]) -> str:
 def container_env(container: dict, configmap: dict) -> dict[str, str]:
     env = {}
     for var in container.get("env", []):
+        if "fieldRef" in var["valueFrom"]:  # downward API (the Job's UID): not in args
+            continue
         ref = var["valueFrom"]["configMapKeyRef"]
         assert ref["name"] == configmap["metadata"]["name"], "stale ConfigMap reference"
         env[var["name"]] = configmap["data"][ref["key"]]

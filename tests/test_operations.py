@@ -9,8 +9,19 @@ from conftest import copy_tree
 
 
 def test_json_logs_one_object_per_line_with_epoch_fields(demo_dir, tmp_path, cli):
-    result = cli("--log-format", "json", "train", "--model", "cnn", "--data", demo_dir,
-                 "--output", tmp_path / "run", "--epochs", "2")
+    result = cli(
+        "--log-format",
+        "json",
+        "train",
+        "--model",
+        "cnn",
+        "--data",
+        demo_dir,
+        "--output",
+        tmp_path / "run",
+        "--epochs",
+        "2",
+    )
 
     assert result.exit_code == 0, result.output
     entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
