@@ -95,6 +95,16 @@ def main(log_format: str) -> None:
     default=lambda: env_default("AIP_MODEL_DIR", "GENRE_JOB_OUTPUT"),
     help="Run folder URL [env AIP_MODEL_DIR].",
 )
+@click.option(
+    "--checkpoint-dir",
+    default=lambda: env_default("AIP_CHECKPOINT_DIR"),
+    help="Where checkpoints/ and backup/ go [env AIP_CHECKPOINT_DIR; default: --output].",
+)
+@click.option(
+    "--tensorboard-dir",
+    default=lambda: env_default("AIP_TENSORBOARD_LOG_DIR"),
+    help="Where TensorBoard logs go [env AIP_TENSORBOARD_LOG_DIR; default: --output/tensorboard].",
+)
 @click.option("--epochs", type=click.IntRange(1), help="Default: 40 for cnn, 20 for lstm.")
 @click.option(
     "--batch-size",

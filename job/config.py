@@ -17,6 +17,9 @@ class TrainConfig:
     model: str  # "cnn" (posters) or "lstm" (overviews)
     data: str  # dataset root URL: gs://, memory://, or a local folder
     output: str  # run folder URL; defaults to $AIP_MODEL_DIR (Vertex AI)
+    # Vertex AI: AIP_CHECKPOINT_DIR / AIP_TENSORBOARD_LOG_DIR; None: under `output`.
+    checkpoint_dir: str | None = None  # checkpoints/ and backup/
+    tensorboard_dir: str | None = None  # train/ and validation/ event files
     csv: str = CSV_NAME
     images: str = IMAGES_NAME
     epochs: int | None = None  # None: 40 for cnn, 20 for lstm (the seed's)

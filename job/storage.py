@@ -319,12 +319,25 @@ def download_tree(url: str, local_dir: Path, skip: Iterable[str] = ()) -> int:
 
 
 class Mirror:
-    """Uploads the new and changed files of a local folder to a URL, one file at a time."""
+    """Uploads the new and changed files of a local folder to a URL, one file at a time.
 
-    def __init__(self, local_dir: Path, url: str) -> None:
+    `routes` send a top folder elsewhere: {"tensorboard": URL} puts tensorboard/x at URL/x
+    (Vertex AI's AIP_TENSORBOARD_LOG_DIR and AIP_CHECKPOINT_DIR).
+    """
+
+    def __init__(self, local_dir: Path, url: str, routes: dict[str, str] | None = None) -> None:
         self.local_dir = local_dir
         self.url = url
+        self.routes = dict(routes or {})
         self._seen: dict[str, tuple[int, int]] = {}
+
+    def target(self, relative: str) -> str:
+        top, _, rest = relative.partition("/")
+        return (
+            join(self.routes[top], rest)
+            if rest and top in self.routes
+            else join(self.url, relative)
+        )
 
     def remember_current(self) -> None:
         """Treat what is in the folder now as already uploaded (it was just downloaded)."""
@@ -350,7 +363,7 @@ class Mirror:
         for relative in changed:
             path = self.local_dir / relative
             stamp = (path.stat().st_mtime_ns, path.stat().st_size)
-            write_bytes(join(self.url, relative), path.read_bytes())
+            write_bytes(self.target(relative), path.read_bytes())
             self._seen[relative] = stamp
         if changed:
             log.debug("synced %d files to %s", len(changed), self.url)

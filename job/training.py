@@ -80,9 +80,24 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, ob
     return films, features.vectorize(vectorizer, films.overviews), vectorizer
 
 
+def routes(config: TrainConfig) -> dict[str, str]:
+    """Staging folders that go somewhere other than --output (Vertex AI's AIP_* dirs)."""
+    routed = {}
+    if config.checkpoint_dir:
+        routed["checkpoints"] = storage.join(config.checkpoint_dir, "checkpoints")
+        routed["backup"] = storage.join(config.checkpoint_dir, "backup")
+    if config.tensorboard_dir:
+        routed["tensorboard"] = config.tensorboard_dir
+    return routed
+
+
 def restore_state(config: TrainConfig, staging: Path) -> int:
     """Download an unfinished run's state; returns the number of epochs already done."""
-    count = storage.download_tree(config.output, staging, skip={"config.json", lock.LOCK_NAME})
+    routed = routes(config)
+    skip = {"config.json", lock.LOCK_NAME, *routed}
+    count = storage.download_tree(config.output, staging, skip=skip)
+    for top, url in routed.items():
+        count += storage.download_tree(url, staging / top)
     metadata = staging / "backup" / "training_metadata.json"
     done = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
     history = staging / "history.csv"
@@ -230,7 +245,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     # Only the chief writes the run; other workers mirror to scratch (TF's multi-worker rule).
     target = config.output if chief else tempfile.mkdtemp(prefix="genre-job-worker-")
     try:
-        mirror = storage.Mirror(staging, target)
+        mirror = storage.Mirror(staging, target, routes(config) if chief else None)
         done = restore_state(config, staging)
         mirror.remember_current()
         try:

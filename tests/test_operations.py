@@ -7,6 +7,8 @@ import json
 
 from conftest import copy_tree
 
+from job import storage
+
 
 def test_json_logs_one_object_per_line_with_epoch_fields(demo_dir, tmp_path, cli):
     result = cli(
@@ -54,3 +56,27 @@ def test_missing_output_is_a_usage_error(demo_dir, cli, monkeypatch):
 
     assert result.exit_code == 2
     assert "Missing option '--output'" in result.stderr
+
+
+def test_vertex_ai_checkpoint_and_tensorboard_dirs(demo_dir, tmp_path, cli, monkeypatch):
+    root = f"memory://{tmp_path.name}"
+    data = f"{root}/data"
+    copy_tree(demo_dir, data)
+    monkeypatch.setenv("AIP_MODEL_DIR", f"{root}/model")
+    monkeypatch.setenv("AIP_CHECKPOINT_DIR", f"{root}/checkpoints")
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", f"{root}/logs")
+
+    result = cli("train", "--model", "cnn", "--data", data, "--epochs", "1")
+
+    assert result.exit_code == 0, result.output
+    model_files = storage.list_files(f"{root}/model")
+    assert "_SUCCESS" in model_files and "predictions.csv" in model_files
+    assert not [
+        f for f in model_files if f.split("/")[0] in ("checkpoints", "backup", "tensorboard")
+    ]
+    assert {"checkpoints/best.weights.h5", "backup/training_metadata.json"} <= set(
+        storage.list_files(f"{root}/checkpoints")
+    )
+    logs = storage.list_files(f"{root}/logs")
+    assert any(f.startswith("train/events") for f in logs)
+    assert any(f.startswith("validation/events") for f in logs)
