@@ -26,7 +26,7 @@ SUCCESS = "_SUCCESS"
 
 
 def refuse_finished_run(output: str, overwrite: bool) -> None:
-    """Never overwrite a finished run unless asked; with --overwrite start from empty."""
+    """Never overwrite a finished run unless asked (checked before the lock is taken)."""
     try:
         finished = storage.exists(storage.join(output, SUCCESS))
     except PermissionError as error:
@@ -35,10 +35,13 @@ def refuse_finished_run(output: str, overwrite: bool) -> None:
         raise OutputError(
             f"{output} already holds a finished run", "choose another --output or pass --overwrite"
         )
-    if overwrite:  # everything but our lock
-        for relative in storage.list_files(output):
-            if relative != LOCK_NAME:
-                storage.remove(storage.join(output, relative))
+
+
+def clear_output(output: str) -> None:
+    """--overwrite: start from empty, but for our own lock."""
+    for relative in storage.list_files(output):
+        if relative != LOCK_NAME:
+            storage.remove(storage.join(output, relative))
 
 
 def finish_run(

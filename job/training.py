@@ -24,7 +24,7 @@ from job import __version__, catalogue, features, lock, models, multiworker, pre
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.errors import InputError, OutputError, TrainingInterrupted
-from job.exporter import finish_run, refuse_finished_run
+from job.exporter import clear_output, finish_run, refuse_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +206,29 @@ def keras_callbacks(config: TrainConfig, staging: Path, mirror: storage.Mirror) 
 def train(config: TrainConfig) -> dict | None:
     """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
     chief = multiworker.is_chief()
+    if not chief:
+        return _train(config, chief)
     # Only the chief writes the run: it holds the lock against a second job on --output.
-    run_lock = lock.acquire(config.output, config.overwrite) if chief else None
+    refuse_finished_run(config.output, config.overwrite)
+    run_lock = take_lock(config)
     try:
-        if chief:
-            refuse_finished_run(config.output, config.overwrite)
+        if config.overwrite:
+            clear_output(config.output)
         return _train(config, chief)
     finally:
-        if run_lock is not None:
+        try:
             run_lock.release()
+        except OSError as error:  # never hide the error that ended the run
+            log.warning("could not release %s: %s", run_lock.url, error)
+
+
+def take_lock(config: TrainConfig) -> lock.Lock:
+    try:
+        return lock.acquire(config.output, config.overwrite)
+    except storage.StorageError:
+        raise  # storage unreachable: exit 1, the Job retries
+    except OSError as error:  # not a folder, no such bucket, forbidden
+        raise OutputError(f"{config.output}: cannot write ({error})") from None
 
 
 def _train(config: TrainConfig, chief: bool) -> dict | None:

@@ -161,7 +161,7 @@ def bad_csv(message: str, prefix: bool = False) -> Fails:
 NOT_JPEG = "poster not a readable JPEG"
 UNSAFE = "unsafe or empty Id"
 NO_TRAIN = "{data}: no train films left (0 usable films)"
-FORBIDDEN = "{output}: cannot write (write {output}/config.json: OSError: Forbidden: "
+FORBIDDEN = "{output}: cannot write (write {output}/_LOCK: OSError: Forbidden: "
 # case, model, how the demo data is broken, what must come of it
 TABLE = [
     # the catalogue CSV
