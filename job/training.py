@@ -214,12 +214,23 @@ def train(config: TrainConfig) -> dict | None:
     try:
         if config.overwrite:
             clear_output(config.output)
-        return _train(config, chief)
-    finally:
-        try:
-            run_lock.release()
-        except OSError as error:  # never hide the error that ended the run
-            log.warning("could not release %s: %s", run_lock.url, error)
+        scores = _train(config, chief)
+    except storage.StorageError:
+        # The bucket is unreachable: releasing would only wait out more retries. The
+        # retried run (same $GENRE_JOB_RUN_ID, or a gone local process) takes the lock over.
+        raise
+    except BaseException:
+        release_quietly(run_lock)
+        raise
+    release_quietly(run_lock)
+    return scores
+
+
+def release_quietly(run_lock: lock.Lock) -> None:
+    try:
+        run_lock.release()
+    except OSError as error:  # never hide the error that ended the run
+        log.warning("could not release %s: %s", run_lock.url, error)
 
 
 def take_lock(config: TrainConfig) -> lock.Lock:

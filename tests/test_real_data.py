@@ -9,7 +9,7 @@ import pandas as pd
 
 from job.catalogue import read_catalogue, split_of
 
-SAMPLE = 400
+SAMPLE = 240
 
 
 def test_real_catalogue_reads_as_it_is(real_data):
