@@ -130,7 +130,9 @@ def make_dataset(
     """(inputs, labels) batches. Shuffled only when training.
 
     uint8 posters become float32 in [0, 1] after batching, and training batches of
-    posters are flipped left-right at random (`augment`).
+    posters are flipped left-right at random (`augment`). The flips are drawn from a
+    seeded per-batch stream (stateless ops), not from a stateful generator inside the
+    parallel map, so a run with the same --seed on the CPU gives the same model.
     """
     dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
     if training:
@@ -138,14 +140,21 @@ def make_dataset(
     # Training drops the last partial batch: every replica gets an equal share of a step
     # (shuffling changes which films wait for the next epoch).
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    if inputs.dtype == np.uint8:
-        flip = training and augment
+    # One random int64 per batch, a new sequence each epoch, the same in every run.
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip((dataset, draws))
+    flip = inputs.dtype == np.uint8 and training and augment
 
-        def to_float(posters: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            posters = tf.cast(posters, tf.float32) / 255.0  # (batch, 64, 64, 3) in [0, 1]
-            if flip:
-                posters = tf.image.random_flip_left_right(posters, seed=seed)
-            return posters, targets
+    def prepare(batch: tuple[tf.Tensor, tf.Tensor], draw: tf.Tensor):
+        features, targets = batch
+        if inputs.dtype != np.uint8:
+            return features, targets  # token ids go to the model as they are
+        posters = tf.cast(features, tf.float32) / 255.0  # (batch, 64, 64, 3) in [0, 1]
+        if flip:
+            coins = tf.random.stateless_uniform(
+                [tf.shape(posters)[0], 1, 1, 1], seed=tf.stack([draw, tf.cast(seed, tf.int64)])
+            )
+            posters = tf.where(coins < 0.5, tf.reverse(posters, axis=[2]), posters)
+        return posters, targets
 
-        dataset = dataset.map(to_float, num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    return dataset.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
