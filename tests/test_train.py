@@ -105,9 +105,8 @@ def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
     assert same["predicted_genres"].tolist() == evaluation["predicted_genres"].tolist()
 
 
-@pytest.mark.parametrize("model", ["cnn", "lstm"])
-@pytest.mark.parametrize("where", ["memory", "local"])
-def test_train_on_memory_and_local_folders(model, where, demo_dir, tmp_path, cli):
+@pytest.mark.parametrize("where, model", [("memory", "cnn"), ("local", "lstm")])
+def test_train_on_memory_and_local_folders(where, model, demo_dir, tmp_path, cli):
     root = f"memory://{tmp_path.name}" if where == "memory" else str(tmp_path)
     data, output = f"{root}/data", f"{root}/runs/run-1"
     copy_tree(demo_dir, data)
