@@ -80,12 +80,28 @@ def main(log_format: str) -> None:
     logs.configure(log_format)
 
 
+def recipe_help(name: str, text: str = "") -> str:
+    """Help naming both recipes' values for a setting that defaults from --recipe."""
+    from job.config import SEED_RECIPE, TUNED_RECIPE
+
+    return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}]".strip()
+
+
+def rate(name: str, text: str):
+    """A dropout-rate option whose default comes from --recipe."""
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        type=click.FloatRange(0, 1, max_open=True),
+        help=recipe_help(name, text),
+    )
+
+
 @main.command()
 @click.option(
     "--model",
-    type=click.Choice(["cnn", "lstm"]),
+    type=click.Choice(["cnn", "lstm", "fusion"]),
     required=True,
-    help="cnn: posters; lstm: overviews.",
+    help="cnn: posters; lstm: overviews; fusion: both.",
 )
 @data_options
 @click.option(
@@ -105,7 +121,18 @@ def main(log_format: str) -> None:
     default=lambda: env_default("AIP_TENSORBOARD_LOG_DIR"),
     help="Where TensorBoard logs go [env AIP_TENSORBOARD_LOG_DIR; default: --output/tensorboard].",
 )
-@click.option("--epochs", type=click.IntRange(1), help="Default: 40 for cnn, 20 for lstm.")
+@click.option(
+    "--recipe",
+    type=click.Choice(["tuned", "seed"]),
+    default="tuned",
+    show_default=True,
+    help="Defaults of the settings below: seed = the course notebook's exactly.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    help="At most this many [seed: 40 cnn, 20 lstm/fusion; tuned: 30 cnn, 15 lstm/fusion].",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
@@ -114,21 +141,35 @@ def main(log_format: str) -> None:
     help="Per replica; the global batch is this x replicas.",
 )
 @click.option(
-    "--learning-rate", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True
+    "--learning-rate",
+    type=click.FloatRange(0, min_open=True),
+    help=recipe_help("learning_rate", "Adam's initial rate."),
+)
+@click.option(
+    "--scale-learning-rate/--no-scale-learning-rate",
+    default=False,
+    show_default=True,
+    help="Multiply the learning rate by global batch / 64.",
 )
 @click.option(
     "--constant-epochs",
     type=click.IntRange(0),
-    default=10,
-    show_default=True,
-    help="Epochs at the initial learning rate before the decay starts.",
+    help=recipe_help("constant_epochs", "Epochs at the initial rate before the decay."),
 )
 @click.option(
     "--lr-decay",
     type=click.FloatRange(0),
-    default=0.01,
-    show_default=True,
-    help="Learning rate x exp(-decay) per epoch after --constant-epochs.",
+    help=recipe_help("lr_decay", "Learning rate x exp(-decay) per epoch after those."),
+)
+@click.option(
+    "--early-stopping",
+    type=click.IntRange(0),
+    help=recipe_help("early_stopping", "Stop after N epochs without a better val_loss; 0: off."),
+)
+@click.option(
+    "--class-weight",
+    type=click.Choice(["none", "sqrt", "balanced"]),
+    help=recipe_help("class_weight", "Weight of positive labels: (negatives/positives)^1 or ^0.5."),
 )
 @click.option(
     "--seed",
@@ -151,31 +192,34 @@ def main(log_format: str) -> None:
 )
 @click.option(
     "--augment/--no-augment",
-    default=True,
-    show_default=True,
-    help="Random horizontal flips of training posters.",
+    default=None,
+    help=recipe_help("augment", "Random horizontal flips of training posters."),
 )
+@click.option(
+    "--cache",
+    type=click.Choice(["memory", "disk", "none"]),
+    default="memory",
+    show_default=True,
+    help="Decoded posters: in memory, in a local file, or decoded again every epoch.",
+)
+@click.option("--cache-dir", help="--cache disk: local folder [default: a temporary one].")
 @click.option(
     "--max-tokens",
     type=click.IntRange(2),
     default=10_000,
     show_default=True,
-    help="lstm: vocabulary size of the vectorizer.",
+    help="lstm/fusion: vocabulary size of the vectorizer.",
 )
 @click.option(
     "--sequence-length",
     type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="lstm: tokens kept per overview.",
+    help=recipe_help("sequence_length", "lstm/fusion: tokens kept per overview."),
 )
-@click.option(
-    "--recurrent-dropout",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.2,
-    show_default=True,
-    help="lstm; 0 makes the LSTM cuDNN-eligible on a GPU.",
-)
+@rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
+@rate("cnn_dropout", "After each conv block.")
+@rate("cnn_dense_dropout", "After each 1024-unit dense layer.")
+@rate("lstm_dropout", "On the LSTMs' inputs.")
+@rate("lstm_dense_dropout", "Before the LSTM's output.")
 @click.option(
     "--mixed-precision/--no-mixed-precision",
     default=False,

@@ -48,7 +48,7 @@ def finish_run(
     config: TrainConfig,
     vectorizer,
     films: Catalogue,
-    inputs: np.ndarray,
+    inputs: features.Inputs,
     split: np.ndarray,
     staging: Path,
     mirror: storage.Mirror,
@@ -62,7 +62,7 @@ def finish_run(
 
     def probabilities(name: str) -> np.ndarray:
         dataset = features.make_dataset(
-            inputs[split == name], labels[split == name], 256, False, config.seed
+            features.take(inputs, split == name), labels[split == name], 256, False, config.seed
         )
         return model.predict(dataset, verbose=0)  # (films, genres)
 

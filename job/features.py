@@ -119,8 +119,20 @@ def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, length), np.int64)
 
 
+# A model's inputs: one array (cnn: uint8 posters; lstm: token ids) or, for fusion,
+# {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way.
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+def take(inputs: Inputs, rows: np.ndarray) -> Inputs:
+    """The inputs of the films selected by `rows` (a mask or indexes)."""
+    if isinstance(inputs, dict):
+        return {name: array[rows] for name, array in inputs.items()}
+    return inputs[rows]
+
+
 def make_dataset(
-    inputs: np.ndarray,
+    inputs: Inputs,
     labels: np.ndarray,
     batch_size: int,
     training: bool,
@@ -136,25 +148,30 @@ def make_dataset(
     """
     dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
     if training:
-        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     # Training drops the last partial batch: every replica gets an equal share of a step
     # (shuffling changes which films wait for the next epoch).
     dataset = dataset.batch(batch_size, drop_remainder=training)
     # One random int64 per batch, a new sequence each epoch, the same in every run.
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, draws))
-    flip = inputs.dtype == np.uint8 and training and augment
+    flip = training and augment
 
-    def prepare(batch: tuple[tf.Tensor, tf.Tensor], draw: tf.Tensor):
-        features, targets = batch
-        if inputs.dtype != np.uint8:
-            return features, targets  # token ids go to the model as they are
-        posters = tf.cast(features, tf.float32) / 255.0  # (batch, 64, 64, 3) in [0, 1]
+    def to_float(posters: tf.Tensor, draw: tf.Tensor) -> tf.Tensor:
+        posters = tf.cast(posters, tf.float32) / 255.0  # (batch, 64, 64, 3) in [0, 1]
         if flip:
             coins = tf.random.stateless_uniform(
                 [tf.shape(posters)[0], 1, 1, 1], seed=tf.stack([draw, tf.cast(seed, tf.int64)])
             )
             posters = tf.where(coins < 0.5, tf.reverse(posters, axis=[2]), posters)
-        return posters, targets
+        return posters
+
+    def prepare(batch: tuple, draw: tf.Tensor):
+        features, targets = batch
+        if isinstance(features, dict):  # fusion: posters converted, token ids as they are
+            return {**features, "Poster": to_float(features["Poster"], draw)}, targets
+        if features.dtype == tf.uint8:
+            return to_float(features, draw), targets
+        return features, targets  # token ids go to the model as they are
 
     return dataset.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

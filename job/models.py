@@ -1,18 +1,20 @@
-"""The seed's two models, layer for layer, and the inference models that are exported.
+"""The seed's two models, layer for layer, their fusion, and the exported inference models.
 
-cnn:  poster (64, 64, 3) float32 in [0, 1] -> genre probabilities (genres,)
-lstm: token ids (100,) int -> genre probabilities (genres,); exported with the
-      vectorizer in front so the saved model takes raw overview strings.
+cnn:    poster (64, 64, 3) float32 in [0, 1] -> genre probabilities (genres,)
+lstm:   token ids (100,) int -> genre probabilities (genres,); exported with the
+        vectorizer in front so the saved model takes raw overview strings.
+fusion: {"Poster", "Tokens"} -> the CNN's 1024 features and the LSTM's 128, joined,
+        -> genre probabilities; exported as {"Poster", "Overview"}.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from job.config import TrainConfig
-
-MODELS = ("cnn", "lstm")
 
 
 def build_cnn(
@@ -51,16 +53,19 @@ def build_lstm(
     sequence_length: int = 100,
     recurrent_dropout: float = 0.2,
     dense_dropout: float = 0.8,
+    dropout: float = 0.5,
 ) -> keras.Model:
     """The seed's overview model: Embedding 256 -> BiLSTM 256 -> BiLSTM 128 -> Dense 128."""
     tokens = keras.Input((sequence_length,), dtype="int64", name="Tokens")
     x = layers.Embedding(vocabulary_size, 256, mask_zero=True, name="Embedding")(tokens)
     x = layers.Bidirectional(
-        layers.LSTM(256, dropout=0.5, recurrent_dropout=recurrent_dropout, return_sequences=True),
+        layers.LSTM(
+            256, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=True
+        ),
         name="BiLSTM1",
     )(x)  # (100, 512)
     x = layers.Bidirectional(
-        layers.LSTM(128, dropout=0.5, recurrent_dropout=recurrent_dropout), name="BiLSTM2"
+        layers.LSTM(128, dropout=dropout, recurrent_dropout=recurrent_dropout), name="BiLSTM2"
     )(x)  # (256,)
     x = layers.Dense(128, activation="relu", name="Dense")(x)
     x = layers.Dropout(dense_dropout, name="Drop")(x)
@@ -68,12 +73,62 @@ def build_lstm(
     return keras.Model(tokens, genres, name="lstm")
 
 
+def build_fusion(cnn: keras.Model, lstm: keras.Model, num_genres: int) -> keras.Model:
+    """Both seed models up to their last hidden layer, joined before one output layer."""
+    poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
+    overview_features = keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview")
+    poster = keras.Input(cnn.input.shape[1:], name="Poster")
+    tokens = keras.Input(lstm.input.shape[1:], dtype="int64", name="Tokens")
+    joined = layers.Concatenate(name="Joined")(
+        [poster_features(poster), overview_features(tokens)]
+    )  # (1024 + 128,)
+    genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(joined)
+    return keras.Model({"Poster": poster, "Tokens": tokens}, genres, name="fusion")
+
+
+def positive_weights(labels: np.ndarray, class_weight: str) -> np.ndarray | None:
+    """Per-genre weight of a positive label: (negatives / positives) ** p, p = 1 for
+    "balanced", 0.5 for "sqrt"; at most 20 so a genre seen once cannot swamp the loss."""
+    if class_weight == "none":
+        return None
+    power = {"balanced": 1.0, "sqrt": 0.5}[class_weight]
+    positives = labels.sum(axis=0)
+    ratio = (len(labels) - positives) / np.maximum(positives, 1)
+    return np.clip(ratio**power, 1.0, 20.0).astype(np.float32)
+
+
+def make_loss(weights: np.ndarray | None, reduction: str | None = "sum_over_batch_size"):
+    """Binary cross-entropy; with `weights`, positive labels of genre g count weights[g]."""
+    if weights is None:
+        return keras.losses.BinaryCrossentropy(reduction=reduction)
+    return WeightedBinaryCrossentropy(weights.tolist(), reduction=reduction)
+
+
+class WeightedBinaryCrossentropy(keras.losses.Loss):
+    def __init__(self, weights: list[float], reduction="sum_over_batch_size", name="weighted_bce"):
+        super().__init__(reduction=reduction, name=name)
+        self.weights = weights
+
+    def call(self, y_true, y_pred):  # (batch, genres) each -> (batch,)
+        y_true = tf.cast(y_true, y_pred.dtype)
+        p = tf.clip_by_value(y_pred, keras.config.epsilon(), 1 - keras.config.epsilon())
+        w = tf.constant(self.weights, y_pred.dtype)
+        losses = -(w * y_true * tf.math.log(p) + (1 - y_true) * tf.math.log(1 - p))
+        return tf.reduce_mean(losses, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weights": self.weights}
+
+
 def compile_model(
-    model: keras.Model, learning_rate: float, jit_compile: bool | str = "auto"
+    model: keras.Model,
+    learning_rate: float,
+    jit_compile: bool | str = "auto",
+    loss_weights: np.ndarray | None = None,
 ) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="binary_crossentropy",
+        loss=make_loss(loss_weights),
         metrics=[keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
         jit_compile=jit_compile,
     )
@@ -82,19 +137,33 @@ def compile_model(
 def inference_model(
     trained: keras.Model, vectorizer: layers.TextVectorization | None
 ) -> keras.Model:
-    """The model to export: raw inputs in, probabilities out (the vectorizer in front for lstm)."""
+    """The model to export: raw inputs in, probabilities out (the vectorizer in front of
+    the overview branch)."""
     if vectorizer is None:
         return trained
     overview = keras.Input((1,), dtype="string", name="Overview")
-    return keras.Model(overview, trained(vectorizer(overview)), name=f"{trained.name}_inference")
+    name = f"{trained.name}_inference"
+    if trained.name != "fusion":
+        return keras.Model(overview, trained(vectorizer(overview)), name=name)
+    poster = keras.Input(trained.input["Poster"].shape[1:], name="Poster")
+    genres = trained({"Poster": poster, "Tokens": vectorizer(overview)})
+    return keras.Model({"Poster": poster, "Overview": overview}, genres, name=name)
 
 
 def build_for(
     config: TrainConfig, num_genres: int, vectorizer: layers.TextVectorization | None
 ) -> keras.Model:
-    """The model a run's config describes (cnn or lstm)."""
-    if config.model == "cnn":
-        return build_cnn(num_genres, config.image_size)
-    return build_lstm(
-        num_genres, vectorizer.vocabulary_size(), config.sequence_length, config.recurrent_dropout
+    """The model a run's config describes, with the run's dropout rates."""
+    if config.model != "lstm":
+        cnn = build_cnn(num_genres, config.image_size, config.cnn_dropout, config.cnn_dense_dropout)
+        if config.model == "cnn":
+            return cnn
+    lstm = build_lstm(
+        num_genres,
+        vectorizer.vocabulary_size(),
+        config.sequence_length,
+        config.recurrent_dropout,
+        config.lstm_dense_dropout,
+        config.lstm_dropout,
     )
+    return lstm if config.model == "lstm" else build_fusion(cnn, lstm, num_genres)

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from job.callbacks import StopOnSignal, seed_schedule
 from job.config import TrainConfig
+from job.models import make_loss
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def is_chief() -> bool:
 
 def fit(
     config: TrainConfig,
+    learning_rate: float,
+    loss_weights: np.ndarray | None,
     strategy: tf.distribute.Strategy,
     model: keras.Model,
     train_set: tf.data.Dataset,
@@ -56,9 +60,9 @@ def fit(
 ) -> None:
     """Train `model` (built in `strategy.scope()`) from epoch `done`; writes best/last
     weights, backup state and history.csv into `staging`, then calls `on_epoch_end()`."""
-    loss_fn = keras.losses.BinaryCrossentropy(reduction="none")
+    loss_fn = make_loss(loss_weights, reduction="none")
     optimizer = model.optimizer
-    schedule = seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
+    schedule = seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
     train_batches = strategy.experimental_distribute_dataset(train_set)
     validation_batches = strategy.experimental_distribute_dataset(validation_set)
     reduce = tf.distribute.ReduceOp.SUM
@@ -117,6 +121,7 @@ def fit(
         if history.exists() and history.stat().st_size
         else None
     )
+    waited = 0  # epochs since the best val_loss (early stopping)
     for epoch in range(done, config.epochs):
         started = time.monotonic()
         optimizer.learning_rate.assign(schedule(epoch))
@@ -128,8 +133,9 @@ def fit(
         write_history(history, epoch, logs)
         write_tensorboard(staging / "tensorboard", epoch, logs)
         model.save_weights(staging / "checkpoints" / "last.weights.h5")
+        waited += 1
         if best is None or logs["val_loss"] < best:
-            best = logs["val_loss"]
+            best, waited = logs["val_loss"], 0
             model.save_weights(staging / "checkpoints" / "best.weights.h5")
         # The same files and format as keras.callbacks.BackupAndRestore, so a rerun resumes.
         model.save_weights(staging / "backup" / "latest.weights.h5")
@@ -145,6 +151,9 @@ def fit(
             time.monotonic() - started,
         )
         on_epoch_end()
+        if config.early_stopping and waited >= config.early_stopping:
+            log.info("early stopping: val_loss not better for %d epochs", waited)
+            break
 
 
 def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:

@@ -94,12 +94,17 @@ def predict(
     genres = config.run["genres"]
     films = catalogue.read_catalogue(storage.join(data, csv_name), genres=genres)
     films = select(films, ids, shard_index, shard_count)
-    if config.model == "cnn":
+    inputs = {}  # by the exported model's input names
+    if config.model != "lstm":
         films, posters = features.read_posters(films, storage.join(data, images), config.image_size)
-        inputs = posters.astype(np.float32) / 255.0  # (films, 64, 64, 3) in [0, 1]
-    else:
-        films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
-        inputs = np.array(films.overviews, dtype=str)[:, None]  # raw strings (films, 1)
+        inputs["Poster"] = posters.astype(np.float32) / 255.0  # (films, 64, 64, 3) in [0, 1]
+    if config.model != "cnn":
+        has_overview = np.array([bool(o) for o in films.overviews], dtype=bool)
+        films = films.drop(has_overview, "no overview")
+        inputs = {name: array[has_overview] for name, array in inputs.items()}
+        inputs["Overview"] = np.array(films.overviews, dtype=str)[:, None]  # raw (films, 1)
+    if config.model != "fusion":  # single-input models take the array itself
+        (inputs,) = inputs.values()
     dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     probs = model.predict(dataset, verbose=0) if len(films) else np.zeros((0, len(genres)))
     frame = predictions_frame(films.ids, probs, thresholds, genres, films.labels)

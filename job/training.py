@@ -52,24 +52,26 @@ def make_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
     )
 
 
-def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, object]:
-    """The films with usable input for this model, their inputs and (lstm) the vectorizer.
+def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Inputs, object]:
+    """The films with usable input for this model, their inputs and (lstm, fusion) the
+    vectorizer.
 
     `--data` is a dataset root (CSV + Images/) or a `genre-job prepare` output (TFRecord
     shards with posters already decoded): the same films and inputs either way.
     """
+    posters = None
     if prepared.is_prepared(config.data):
         films, posters = prepared.read_prepared(config.data, config.image_size)
-    elif config.model == "cnn":
-        films = catalogue.read_catalogue(storage.join(config.data, config.csv))
-        films, posters = features.read_posters(
-            films, storage.join(config.data, config.images), config.image_size
-        )
     else:
         films = catalogue.read_catalogue(storage.join(config.data, config.csv))
+        if config.model != "lstm":
+            films, posters = features.read_posters(
+                films, storage.join(config.data, config.images), config.image_size
+            )
     if config.model == "cnn":
         return films, posters, None
-    films = films.drop(np.array([bool(o) for o in films.overviews], dtype=bool), "no overview")
+    has_overview = np.array([bool(o) for o in films.overviews], dtype=bool)
+    films = films.drop(has_overview, "no overview")
     split = catalogue.split_of(
         films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
     )
@@ -77,7 +79,10 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, np.ndarray, ob
     if not train_texts:
         raise InputError(f"{config.data}: no training films with an overview")
     vectorizer = features.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
-    return films, features.vectorize(vectorizer, films.overviews), vectorizer
+    tokens = features.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
+    if config.model == "lstm":
+        return films, tokens, vectorizer
+    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer
 
 
 def routes(config: TrainConfig) -> dict[str, str]:
@@ -125,7 +130,7 @@ def best_val_loss(staging: Path) -> float | None:
 def make_datasets(
     config: TrainConfig,
     films: catalogue.Catalogue,
-    inputs: np.ndarray,
+    inputs: features.Inputs,
     split: np.ndarray,
     global_batch: int,
 ) -> tuple[tf.data.Dataset, ...]:
@@ -142,10 +147,19 @@ def make_datasets(
     train, validation = split == "train", split == "validation"
     return (
         features.make_dataset(
-            inputs[train], films.labels[train], global_batch, True, config.seed, config.augment
+            features.take(inputs, train),
+            films.labels[train],
+            global_batch,
+            True,
+            config.seed,
+            config.augment,
         ),
         features.make_dataset(
-            inputs[validation], films.labels[validation], global_batch, False, config.seed
+            features.take(inputs, validation),
+            films.labels[validation],
+            global_batch,
+            False,
+            config.seed,
         ),
     )
 
@@ -178,13 +192,20 @@ def describe_run(
     }
 
 
-def keras_callbacks(config: TrainConfig, staging: Path, mirror: storage.Mirror) -> list:
+def keras_callbacks(
+    config: TrainConfig, staging: Path, mirror: storage.Mirror, learning_rate: float
+) -> list:
     """Checkpoints, resume state, schedule and logs, all into `staging`; the sync last."""
+    stopping = []
+    if config.early_stopping:
+        # The best weights are in checkpoints/best.weights.h5 either way; the run
+        # exports those. (A resumed run starts its patience count afresh.)
+        stopping.append(keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping))
     return [
         StopOnSignal(),
         keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
-            seed_schedule(config.learning_rate, config.constant_epochs, config.lr_decay)
+            seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
         ),
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "best.weights.h5"),
@@ -199,6 +220,7 @@ def keras_callbacks(config: TrainConfig, staging: Path, mirror: storage.Mirror) 
         keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
         EpochLog(config.epochs),
+        *stopping,
         SyncToBucket(mirror),  # last: uploads what the others wrote
     ]
 
@@ -282,14 +304,23 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         for folder in ("checkpoints", "backup"):
             (staging / folder).mkdir(exist_ok=True)
 
+        learning_rate = config.learning_rate_for(global_batch)
+        loss_weights = models.positive_weights(films.labels[split == "train"], config.class_weight)
+        config.run["learning_rate"] = learning_rate
+        if loss_weights is not None:
+            config.run["positive_weights"] = dict(
+                zip(films.genres, np.round(loss_weights, 3).tolist(), strict=True)
+            )
         with strategy.scope():
             model = models.build_for(config, len(films.genres), vectorizer)
-            models.compile_model(model, config.learning_rate, config.jit_compile)
+            models.compile_model(model, learning_rate, config.jit_compile, loss_weights)
         log.info("training %s for %d epochs (%d done)", config.model, config.epochs, done)
         try:
             if multiworker.cluster():
                 multiworker.fit(
                     config,
+                    learning_rate,
+                    loss_weights,
                     strategy,
                     model,
                     train_set,
@@ -304,7 +335,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                     train_set,
                     validation_data=validation_set,
                     epochs=config.epochs,
-                    callbacks=keras_callbacks(config, staging, mirror),
+                    callbacks=keras_callbacks(config, staging, mirror, learning_rate),
                     shuffle=False,  # the dataset shuffles itself
                     verbose=1 if sys.stdout.isatty() else 0,
                 )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from job.models import build_cnn, build_lstm
+import keras
+import numpy as np
+import pytest
+
+from job.config import TUNED_RECIPE, TrainConfig
+from job.models import build_cnn, build_for, build_fusion, build_lstm, make_loss, positive_weights
 
 CNN_LAYERS = [  # name, output shape without the batch axis
     ("Poster", (64, 64, 3)),
@@ -63,3 +68,78 @@ def test_lstm_is_the_seeds():
     assert model.get_layer("Drop").rate == 0.8
     assert tuple(model.output.shape[1:]) == (25,)
     assert model.count_params() == 4_303_129
+
+
+def test_fusion_joins_both_seed_models_before_one_output():
+    cnn, lstm = build_cnn(25), build_lstm(25, vocabulary_size=10_000, sequence_length=100)
+    cnn_params, lstm_params = cnn.count_params(), lstm.count_params()
+
+    model = build_fusion(cnn, lstm, 25)
+
+    assert sorted(model.input) == ["Poster", "Tokens"]
+    assert tuple(model.get_layer("Joined").output.shape[1:]) == (1024 + 128,)
+    # Each branch is its seed model without its output layer; one new output on both.
+    branch = model.get_layer("poster")
+    assert [layer.name for layer in branch.layers] == [name for name, _ in CNN_LAYERS[:-1]]
+    assert model.get_layer("overview").layers[-1].name == "Drop"
+    expected = cnn_params - (1024 * 25 + 25) + lstm_params - (128 * 25 + 25) + (1152 * 25 + 25)
+    assert model.count_params() == expected
+
+
+def test_recipes_seed_is_the_notebooks_and_flags_override():
+    seed = TrainConfig(model="lstm", data="d", output="o", recipe="seed")
+    assert (seed.epochs, seed.learning_rate, seed.constant_epochs, seed.lr_decay) == (
+        20,
+        1e-4,
+        10,
+        0.01,
+    )
+    assert (seed.sequence_length, seed.recurrent_dropout, seed.early_stopping) == (100, 0.2, 0)
+    assert (seed.lstm_dropout, seed.lstm_dense_dropout, seed.class_weight) == (0.5, 0.8, "none")
+    assert TrainConfig(model="cnn", data="d", output="o", recipe="seed").epochs == 40
+    tuned = TrainConfig(model="cnn", data="d", output="o", learning_rate=0.05, early_stopping=0)
+    assert (tuned.recipe, tuned.learning_rate, tuned.early_stopping) == ("tuned", 0.05, 0)
+    assert tuned.lr_decay == TUNED_RECIPE["lr_decay"]
+    # Seed layers under the seed recipe: exactly the models asserted above.
+    vocabulary = keras.layers.TextVectorization(vocabulary=["a", "b"])
+    rebuilt = build_for(seed, 25, vocabulary)
+    assert rebuilt.get_layer("BiLSTM1").forward_layer.recurrent_dropout == 0.2
+    assert rebuilt.get_layer("Drop").rate == 0.8
+
+
+def test_dropout_flags_reach_their_layers():
+    config = TrainConfig(model="cnn", data="d", output="o", cnn_dropout=0.1, cnn_dense_dropout=0.3)
+    model = build_for(config, 25, None)
+    rates = {layer.name: layer.rate for layer in model.layers if "Drop" in layer.name}
+    assert rates == {
+        "Drop1": 0.1,
+        "Drop2": 0.1,
+        "Drop3": 0.1,
+        "Drop4": 0.1,
+        "Drop5": 0.3,
+        "Drop6": 0.3,
+    }
+
+
+def test_learning_rate_scales_with_the_global_batch_only_when_asked():
+    config = TrainConfig(model="cnn", data="d", output="o", learning_rate=1e-3)
+    assert config.learning_rate_for(256) == 1e-3
+    config.scale_learning_rate = True
+    assert config.learning_rate_for(256) == pytest.approx(4e-3)
+    assert config.learning_rate_for(64) == pytest.approx(1e-3)
+
+
+def test_class_weights_and_the_weighted_loss():
+    labels = np.array([[1, 0], [1, 0], [1, 1], [0, 0]], dtype=np.float32)  # 3 and 1 positives
+    assert positive_weights(labels, "none") is None
+    np.testing.assert_allclose(positive_weights(labels, "balanced"), [1.0, 3.0])  # 1/3 -> 1
+    np.testing.assert_allclose(positive_weights(labels, "sqrt"), [1.0, 3**0.5])
+    y_true = np.array([[1.0, 0.0]], dtype=np.float32)
+    y_pred = np.array([[0.8, 0.4]], dtype=np.float32)
+    weighted = make_loss(np.array([2.0, 5.0], dtype=np.float32))(y_true, y_pred)
+    # genre 0 positive: -2 log 0.8; genre 1 negative (weight only on positives): -log 0.6
+    expected = (-2 * np.log(0.8) - np.log(0.6)) / 2
+    assert float(weighted) == pytest.approx(expected, rel=1e-5)
+    plain = make_loss(None)(y_true, y_pred)
+    same = make_loss(np.ones(2, dtype=np.float32))(y_true, y_pred)
+    assert float(plain) == pytest.approx(float(same), rel=1e-5)

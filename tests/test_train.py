@@ -31,7 +31,7 @@ RUN_FILES = [
 
 
 def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
-    fast = LSTM_FAST if model == "lstm" else []
+    fast = LSTM_FAST if model in ("lstm", "fusion") else []
     return ["train", "--model", model, "--data", data, "--output", output, *fast, *extra]
 
 
@@ -95,14 +95,34 @@ def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
 
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(f"{config['run']['films_used']} predictions: {predicted}")
+    assert_export_reproduces_run(output, predicted, config["run"]["films_used"])
+
+
+def assert_export_reproduces_run(output: str, predicted: str, films: int) -> None:
+    """`predict` over all films with the exported model (raw inputs, vectorizer inside for
+    lstm and fusion) gives the run's own evaluation probabilities and genres."""
     everything = read_csv(predicted)
-    assert len(everything) == config["run"]["films_used"]
-    # The exported model (raw inputs, vectorizer inside for lstm) gives the run's numbers.
+    assert len(everything) == films
     evaluation = read_csv(f"{output}/predictions.csv")
     same = everything.set_index("Id").loc[evaluation["Id"]].reset_index()
     prob_columns = [c for c in evaluation.columns if c.startswith("prob_")]
     np.testing.assert_allclose(same[prob_columns], evaluation[prob_columns], atol=1e-5)
     assert same["predicted_genres"].tolist() == evaluation["predicted_genres"].tolist()
+
+
+def test_fusion_reads_posters_and_overviews(demo_dir, tmp_path, cli):
+    data, output, predicted = (str(tmp_path / name) for name in ("data", "run", "all.csv"))
+    copy_tree(demo_dir, data)
+
+    result = cli(*train_args("fusion", data, output, "--epochs", "2", "--class-weight", "sqrt"))
+
+    assert result.exit_code == 0, result.output
+    config = check_run(output, "fusion", epochs=2)
+    assert (tmp_path / "run" / "vocabulary.txt").exists()
+    assert set(config["run"]["positive_weights"]) == set(config["run"]["genres"])
+    result = cli("predict", "--model-dir", output, "--data", data, "--output", predicted)
+    assert result.exit_code == 0, result.output
+    assert_export_reproduces_run(output, predicted, config["run"]["films_used"])
 
 
 @pytest.mark.parametrize("where, model", [("memory", "cnn"), ("local", "lstm")])
