@@ -1,7 +1,8 @@
 """From films to model inputs, and tf.data pipelines over them.
 
 Each film's input is computed once, in a parallel tf.data pass, and kept in memory:
-  posters   -> uint8 (64, 64, 3), 12 KB a film: later epochs never decode again;
+  posters   -> uint8 (64, 64, 3), 12 KB a film: later epochs never decode again
+               (in memory, or in a local file: job/cache.py);
   overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts.
 The vectorizer runs here, not inside the replicated model: a TextVectorization layer
 inside a model fails under MirroredStrategy with two or more replicas.
@@ -16,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from job import storage
+from job.cache import DiskPosters, JpegPosters, Posters, PosterSink
 from job.catalogue import Catalogue
 
 log = logging.getLogger(__name__)
@@ -28,17 +30,23 @@ MAX_POSTER_PIXELS = 25_000_000
 
 
 def read_posters(
-    catalogue: Catalogue, images_url: str, image_size: int
-) -> tuple[Catalogue, np.ndarray]:
+    catalogue: Catalogue,
+    images_url: str,
+    image_size: int,
+    cache: str = "memory",
+    cache_dir: str | None = None,
+) -> tuple[Catalogue, Posters]:
     """Fetch and decode every film's poster; films without a usable one are dropped.
 
     Posters come in chunks: the next chunk's requests are in flight while this chunk
     decodes, so the bucket's latency and the decoder overlap instead of adding up.
-    Returns the films kept and their posters, uint8 (films, size, size, 3).
+    Returns the films kept and their posters, uint8 (films, size, size, 3), held as
+    `cache` says (job/cache.py).
     """
     urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
     chunks = [urls[start : start + POSTER_CHUNK] for start in range(0, len(urls), POSTER_CHUNK)]
-    found, decoded, posters = [], [], []
+    sink = PosterSink(cache, len(urls), image_size, cache_dir)
+    found, decoded = [], []
     with ThreadPoolExecutor(max_workers=1) as fetcher:
         pending = fetcher.submit(storage.fetch_many, chunks[0]) if chunks else None
         for index in range(len(chunks)):
@@ -46,15 +54,13 @@ def read_posters(
             if index + 1 < len(chunks):
                 pending = fetcher.submit(storage.fetch_many, chunks[index + 1])
             found += [blob is not None for blob in blobs]
-            images, good = decode_posters([b for b in blobs if b is not None], image_size)
+            present = [b for b in blobs if b is not None]
+            images, good = decode_posters(present, image_size)
             decoded.append(good)
-            posters.append(images)
+            sink.add(images, [b for b, ok in zip(present, good, strict=True) if ok])
     catalogue = catalogue.drop(np.array(found, dtype=bool), "no poster")
     good = np.concatenate(decoded) if decoded else np.zeros(0, dtype=bool)
-    images = (
-        np.concatenate(posters) if posters else np.zeros((0, image_size, image_size, 3), np.uint8)
-    )
-    return catalogue.drop(good, "poster not a readable JPEG"), images
+    return catalogue.drop(good, "poster not a readable JPEG"), sink.posters()
 
 
 def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +70,7 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
         return np.zeros((0, image_size, image_size, 3), np.uint8), good
 
     def decode(index: tf.Tensor, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        height_width = tf.cast(tf.image.extract_jpeg_shape(blob)[:2], tf.int64)
-        tf.debugging.assert_less_equal(
-            height_width[0] * height_width[1], tf.constant(MAX_POSTER_PIXELS, tf.int64)
-        )
-        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8; errors if corrupt
-        return index, resize_poster(image, image_size)
+        return index, decode_poster(blob, image_size)
 
     pipeline = (
         tf.data.Dataset.from_tensor_slices((np.arange(len(blobs)), blobs))
@@ -88,6 +89,16 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
     # Restore catalogue order: parallel map may deliver films out of order.
     posters = np.concatenate(images)[np.argsort(order)]
     return posters, good
+
+
+def decode_poster(blob: tf.Tensor, image_size: int) -> tf.Tensor:
+    """JPEG bytes -> (size, size, 3) uint8; fails on corrupt or oversized (bomb) posters."""
+    height_width = tf.cast(tf.image.extract_jpeg_shape(blob)[:2], tf.int64)
+    tf.debugging.assert_less_equal(
+        height_width[0] * height_width[1], tf.constant(MAX_POSTER_PIXELS, tf.int64)
+    )
+    image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8; errors if corrupt
+    return resize_poster(image, image_size)
 
 
 def resize_poster(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -120,8 +131,9 @@ def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
 
 
 # A model's inputs: one array (cnn: uint8 posters; lstm: token ids) or, for fusion,
-# {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way.
-Inputs = np.ndarray | dict[str, np.ndarray]
+# {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way. Posters
+# may be held on disk or as JPEG bytes (job/cache.py): indexed the same way.
+Inputs = Posters | dict[str, Posters]
 
 
 def take(inputs: Inputs, rows: np.ndarray) -> Inputs:
@@ -146,12 +158,20 @@ def make_dataset(
     seeded per-batch stream (stateless ops), not from a stateful generator inside the
     parallel map, so a run with the same --seed on the CPU gives the same model.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    posters = inputs.get("Poster") if isinstance(inputs, dict) else inputs
+    dataset = tf.data.Dataset.from_tensor_slices((slices(inputs), labels))
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if isinstance(posters, JpegPosters):  # --cache none: decode again, every epoch
+        dataset = dataset.map(
+            on_posters(lambda blob: decode_poster(blob, posters.image_size)),
+            num_parallel_calls=AUTOTUNE,
+        )
     # Training drops the last partial batch: every replica gets an equal share of a step
     # (shuffling changes which films wait for the next epoch).
     dataset = dataset.batch(batch_size, drop_remainder=training)
+    if isinstance(posters, DiskPosters):  # --cache disk: one read of the file a batch
+        dataset = dataset.map(on_posters(disk_reader(posters)), num_parallel_calls=AUTOTUNE)
     # One random int64 per batch, a new sequence each epoch, the same in every run.
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip((dataset, draws))
@@ -175,3 +195,38 @@ def make_dataset(
         return features, targets  # token ids go to the model as they are
 
     return dataset.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def slices(inputs: Inputs):
+    """What tf.data slices per film: arrays as they are, row numbers of a disk cache,
+    JPEG bytes of `--cache none`."""
+    if isinstance(inputs, dict):
+        return {name: slices(held) for name, held in inputs.items()}
+    if isinstance(inputs, DiskPosters):
+        return inputs.rows
+    if isinstance(inputs, JpegPosters):
+        return tf.constant(list(inputs.blobs), tf.string)  # JPEGs of any length
+    return inputs
+
+
+def on_posters(function):
+    """A tf.data map function applying `function` to the posters of (inputs, labels)."""
+
+    def apply(features, targets):
+        if isinstance(features, dict):
+            return {**features, "Poster": function(features["Poster"])}, targets
+        return function(features), targets
+
+    return apply
+
+
+def disk_reader(posters: DiskPosters):
+    """Batch of row numbers -> (batch, size, size, 3) uint8 read from the cache file."""
+    shape = posters.array.shape[1:]
+
+    def read(rows: tf.Tensor) -> tf.Tensor:
+        images = tf.numpy_function(posters.read, [rows], tf.uint8, stateful=False)
+        images.set_shape((None, *shape))
+        return images
+
+    return read

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from job import __version__, catalogue, features, lock, models, multiworker, prepared, storage
+from job.cache import cache_posters
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -62,11 +63,13 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
     posters = None
     if prepared.is_prepared(config.data):
         films, posters = prepared.read_prepared(config.data, config.image_size)
+        posters = cache_posters(posters, config.cache, config.cache_dir)
     else:
         films = catalogue.read_catalogue(storage.join(config.data, config.csv))
         if config.model != "lstm":
+            images = storage.join(config.data, config.images)
             films, posters = features.read_posters(
-                films, storage.join(config.data, config.images), config.image_size
+                films, images, config.image_size, config.cache, config.cache_dir
             )
     if config.model == "cnn":
         return films, posters, None

@@ -263,3 +263,19 @@ def test_prepared_dataset_gives_the_same_predictions(demo_dir, bucket, cli):
     assert raw["Id"].tolist() == prep["Id"].tolist()
     probs = [c for c in raw.columns if c.startswith("prob_")]
     np.testing.assert_allclose(raw[probs], prep[probs], atol=1e-5)
+
+
+def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
+    data = str(tmp_path / "data")
+    copy_tree(demo_dir, data)
+    predictions = {}
+    for cache in ("memory", "disk", "none"):
+        output = tmp_path / cache
+        extra = ["--cache", cache, "--cache-dir", str(tmp_path / "cache")]
+        result = cli(*train_args("cnn", data, str(output), "--epochs", "1", *extra))
+        assert result.exit_code == 0, result.output
+        predictions[cache] = (output / "predictions.csv").read_text()
+    # Decoded once into the file (12 KB a film), or decoded every epoch: the same model.
+    films = json.loads((tmp_path / "disk" / "config.json").read_text())["run"]["films_used"]
+    assert (tmp_path / "cache" / "posters-64.npy").stat().st_size >= films * 64 * 64 * 3
+    assert predictions["disk"] == predictions["memory"] == predictions["none"]

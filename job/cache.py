@@ -1,0 +1,115 @@
+"""Where decoded posters live between epochs (`train --cache memory|disk|none`).
+
+memory: one uint8 array (films, 64, 64, 3) in RAM, 12 KB a film (the default);
+disk:   the same array in a local .npy file, written chunk by chunk as posters decode and
+        read back a batch at a time, so RAM holds a chunk, never the dataset;
+none:   the JPEG bytes stay in RAM and every epoch decodes them again (the pipeline a
+        cache saves; kept for measuring and for tiny hosts with a big GPU).
+Every kind is indexed like an array (`posters[mask]`), so splits work the same on all.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHES = ("memory", "disk", "none")
+
+
+@dataclass(frozen=True)
+class DiskPosters:
+    """Rows `rows` of a uint8 (films, size, size, 3) array memory-mapped from a .npy file."""
+
+    array: np.ndarray  # np.memmap
+    rows: np.ndarray  # int64 indexes into `array`
+
+    dtype = np.dtype(np.uint8)
+
+    def __getitem__(self, selection: np.ndarray) -> DiskPosters:
+        return DiskPosters(self.array, self.rows[selection])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """A batch of posters from the file: (len(rows), size, size, 3) uint8."""
+        return np.asarray(self.array[np.asarray(rows)])
+
+
+@dataclass(frozen=True)
+class JpegPosters:
+    """The films' JPEG bytes (already checked to decode); decoded again every epoch."""
+
+    blobs: np.ndarray  # object array of bytes, one a film
+    image_size: int
+
+    dtype = np.dtype(np.uint8)  # what decoding gives
+
+    def __getitem__(self, selection: np.ndarray) -> JpegPosters:
+        return JpegPosters(self.blobs[selection], self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+
+Posters = np.ndarray | DiskPosters | JpegPosters
+
+
+class PosterSink:
+    """Collects decoded chunks of posters (and their JPEG bytes) into the chosen cache."""
+
+    def __init__(self, cache: str, films: int, image_size: int, cache_dir: str | None) -> None:
+        self.cache, self.image_size = cache, image_size
+        self.chunks: list[np.ndarray] = []
+        self.blobs: list[bytes] = []
+        self.count = 0
+        self.file: np.ndarray | None = None
+        if cache == "disk":
+            folder = Path(cache_dir or tempfile.mkdtemp(prefix="genre-job-cache-"))
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"posters-{image_size}.npy"
+            shape = (films, image_size, image_size, 3)
+            self.file = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+            log.info("caching decoded posters in %s (%.1f MB)", path, np.prod(shape) / 1e6)
+            if not cache_dir:  # ours alone: unlinked now, its space freed when the job ends
+                path.unlink()
+                folder.rmdir()
+
+    def add(self, posters: np.ndarray, blobs: list[bytes]) -> None:
+        """`posters`: the decoded good posters of a chunk; `blobs`: their JPEG bytes."""
+        if self.cache == "disk":
+            self.file[self.count : self.count + len(posters)] = posters
+        elif self.cache == "none":
+            self.blobs += blobs
+        else:
+            self.chunks.append(posters)
+        self.count += len(posters)
+
+    def posters(self) -> Posters:
+        if self.cache == "disk":
+            self.file.flush()
+            return DiskPosters(self.file, np.arange(self.count))
+        if self.cache == "none":
+            blobs = np.empty(len(self.blobs), dtype=object)
+            blobs[:] = self.blobs
+            return JpegPosters(blobs, self.image_size)
+        size = self.image_size
+        return (
+            np.concatenate(self.chunks) if self.chunks else np.zeros((0, size, size, 3), np.uint8)
+        )
+
+
+def cache_posters(posters: np.ndarray, cache: str, cache_dir: str | None) -> Posters:
+    """Posters already decoded (a prepared dataset) into the chosen cache; there are no
+    JPEG bytes to keep, so `none` keeps them in memory."""
+    if cache != "disk":
+        return posters
+    sink = PosterSink("disk", len(posters), posters.shape[1], cache_dir)
+    sink.add(posters, [])
+    return sink.posters()
