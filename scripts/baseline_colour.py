@@ -2,7 +2,7 @@
 as the cnn sees it) + one-vs-rest logistic regression, on the job's own split; per-genre
 thresholds tuned on validation. One JSON line.
 
-    python scripts/baseline_colour.py [DATASET_ROOT]
+    python scripts/baseline_colour.py [DATASET_ROOT [RUN_FOLDER]]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main() -> None:
         standard = [(other - mean) / std for other in others]
         return baselinelib.one_vs_rest_logistic(c, (x - mean) / std, y, standard)
 
-    baselinelib.run("colour_histogram_logistic", films, features, fit_predict, GRID)
+    output = sys.argv[2] if len(sys.argv) > 2 else None
+    baselinelib.run("colour_histogram_logistic", films, features, fit_predict, GRID, output)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Baseline on overviews: TF-IDF (words and word pairs) + one-vs-rest logistic regression,
 on the job's own split; per-genre thresholds tuned on validation. One JSON line.
 
-    python scripts/baseline_tfidf.py [DATASET_ROOT]
+    python scripts/baseline_tfidf.py [DATASET_ROOT [RUN_FOLDER]]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main() -> None:
         )
 
     overviews = np.array(films.overviews, dtype=object)
-    baselinelib.run("tfidf_logistic", films, overviews, fit_predict, GRID)
+    output = sys.argv[2] if len(sys.argv) > 2 else None
+    baselinelib.run("tfidf_logistic", films, overviews, fit_predict, GRID, output)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ def run(
     features: np.ndarray,
     fit_predict: Callable[[float, np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]],
     grid: tuple[float, ...],
+    output: str | None = None,
 ) -> dict:
     """Split as the job does, fit on train for each regularisation strength C of `grid`,
     keep the C with the best validation mAP, tune thresholds on validation, score evaluation.
 
     `fit_predict(c, train_x, train_y, [x, ...])` returns probabilities (films, genres) for
-    each x. Prints and returns one JSON line.
+    each x. Prints and returns one JSON line; with `output`, also writes config.json and
+    metrics.json there as a run does, for `genre-job compare`.
     """
     started = time.perf_counter()
     split = split_of(films.ids, SEED, VALIDATION, EVALUATION)
@@ -84,6 +86,18 @@ def run(
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(line), flush=True)
+    if output:  # a run folder `genre-job compare` reads beside the models' runs
+        folder = Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"model": name, "baseline": line}))
+        scores = {
+            "model": name,
+            "evaluation_films": int(part["evaluation"].sum()),
+            "tuned_thresholds": tuned,
+            "threshold_0.5": half,
+            "label_prior_micro_f1": line["label_prior_micro_f1"],
+        }
+        (folder / "metrics.json").write_text(json.dumps(scores, indent=2))
     return line
 
 

@@ -19,20 +19,7 @@ def main() -> None:
     epochs = sys.argv[2] if len(sys.argv) > 2 else "1"
     with tempfile.TemporaryDirectory() as output:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "job",
-                "train",
-                "--model",
-                "cnn",
-                "--data",
-                str(root),
-                "--output",
-                f"{output}/run",
-                "--epochs",
-                epochs,
-            ],
+            benchlib.train_command("cnn", str(root), f"{output}/run", "--epochs", epochs),
             cwd=benchlib.ROOT,
             check=True,
             capture_output=True,

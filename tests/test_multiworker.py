@@ -8,10 +8,9 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pandas as pd
-from conftest import ROOT
+from conftest import ROOT, train_command
 
 
 def free_ports(count: int) -> list[int]:
@@ -33,22 +32,9 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path)}
         processes.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "job",
-                    "train",
-                    "--model",
-                    "cnn",
-                    "--data",
-                    str(demo_dir),
-                    "--output",
-                    str(output),
-                    "--epochs",
-                    "2",
-                    "--batch-size",
-                    "16",
-                ],
+                train_command(
+                    "cnn", str(demo_dir), str(output), "--epochs", "2", "--batch-size", "16"
+                ),
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,

@@ -7,11 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
-from conftest import ROOT, copy_tree
+from conftest import ROOT, copy_tree, train_command
 
 from job.errors import TrainingInterrupted
 
@@ -19,22 +18,7 @@ EPOCHS = 4
 
 
 def start_training(data: str, output: str) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "job",
-        "train",
-        "--model",
-        "cnn",
-        "--data",
-        data,
-        "--output",
-        output,
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        "4",
-    ]
+    command = train_command("cnn", data, output, "--epochs", str(EPOCHS), "--batch-size", "4")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
