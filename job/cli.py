@@ -215,6 +215,11 @@ def rate(name: str, text: str):
     type=click.IntRange(1),
     help=recipe_help("sequence_length", "lstm/fusion: tokens kept per overview."),
 )
+@click.option(
+    "--embedding-init",
+    type=click.Choice(["random", "lsa"]),
+    help=recipe_help("embedding_init", "lstm/fusion: word vectors from the training overviews."),
+)
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")
 @rate("cnn_dense_dropout", "After each 1024-unit dense layer.")

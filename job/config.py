@@ -26,6 +26,7 @@ SEED_RECIPE: dict[str, object] = {
     "lstm_dropout": 0.5,
     "lstm_dense_dropout": 0.8,
     "augment": True,
+    "embedding_init": "random",
 }
 SEED_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
 # `--recipe tuned` (the default): what measured best on the real films (README, "Accuracy").
@@ -76,6 +77,7 @@ class TrainConfig:
     cnn_dense_dropout: float | None = None  # after each 1024-unit dense layer
     lstm_dropout: float | None = None  # on the LSTMs' inputs
     lstm_dense_dropout: float | None = None  # before the output
+    embedding_init: str | None = None  # random | lsa (job/embeddings.py)
     jit_compile: bool = False
     mixed_precision: bool = False
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU

@@ -150,6 +150,12 @@ def inference_model(
     return keras.Model({"Poster": poster, "Overview": overview}, genres, name=name)
 
 
+def overview_embedding(model: keras.Model) -> layers.Embedding:
+    """The Embedding of an lstm model, or of a fusion model's overview branch."""
+    branch = model.get_layer("overview") if model.name == "fusion" else model
+    return branch.get_layer("Embedding")
+
+
 def build_for(
     config: TrainConfig, num_genres: int, vectorizer: layers.TextVectorization | None
 ) -> keras.Model:

@@ -24,6 +24,7 @@ from job import __version__, catalogue, features, lock, models, multiworker, pre
 from job.cache import cache_posters
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
+from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
 from job.exporter import clear_output, finish_run, refuse_finished_run
 
@@ -317,6 +318,13 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         with strategy.scope():
             model = models.build_for(config, len(films.genres), vectorizer)
             models.compile_model(model, learning_rate, config.jit_compile, loss_weights)
+            if config.model != "cnn" and config.embedding_init == "lsa" and not done:
+                tokens = inputs["Tokens"] if isinstance(inputs, dict) else inputs
+                embedding = models.overview_embedding(model)
+                vectors = lsa_vectors(
+                    tokens[split == "train"], embedding.input_dim, embedding.output_dim
+                )
+                embedding.embeddings.assign(vectors)
         log.info("training %s for %d epochs (%d done)", config.model, config.epochs, done)
         try:
             if multiworker.cluster():
