@@ -102,6 +102,11 @@ class GcsServer:
                     raise RuntimeError(f"fake-gcs-server did not start: {log}") from None
                 time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def create_bucket(self, name: str) -> str:
         request = urllib.request.Request(
             f"{self.url}/storage/v1/b?project=bench",

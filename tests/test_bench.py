@@ -29,6 +29,8 @@ from conftest import ROOT
             "bench_storage.py",
             {
                 "local_folder",
+                "gcs_server_fetch_only",
+                "gcs_server_cpu_during_fetch",
                 "gcs_server",
                 "gcs_server_vs_local",
                 "gcs_server_20ms",
