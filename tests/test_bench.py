@@ -23,6 +23,8 @@ from conftest import ROOT
                 "first_epoch_vs_raw",
                 "cached_epoch",
                 "cached_vs_first",
+                "disk_cached_epoch",
+                "uncached_epoch",
             },
         ),
         (
