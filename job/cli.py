@@ -227,9 +227,9 @@ def rate(name: str, text: str):
 @rate("lstm_dense_dropout", "Before the LSTM's output.")
 @click.option(
     "--mixed-precision/--no-mixed-precision",
-    default=False,
-    show_default=True,
-    help="float16 (GPU) / bfloat16 (CPU) compute, float32 outputs.",
+    default=None,
+    help="float16 (GPU) / bfloat16 (CPU) compute, float32 outputs [default: on with a GPU, "
+    "and for cnn on a CPU with bfloat16 units (measured 2x faster, same accuracy)].",
 )
 @click.option(
     "--jit-compile/--no-jit-compile",

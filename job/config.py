@@ -79,7 +79,7 @@ class TrainConfig:
     lstm_dense_dropout: float | None = None  # before the output
     embedding_init: str | None = None  # random | lsa (job/embeddings.py)
     jit_compile: bool = False
-    mixed_precision: bool = False
+    mixed_precision: bool | None = None  # None: measured default (training.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
     overwrite: bool = False
     # Filled in by the run: films used and dropped, versions, replicas.

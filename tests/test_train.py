@@ -279,3 +279,29 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
     films = json.loads((tmp_path / "disk" / "config.json").read_text())["run"]["films_used"]
     assert (tmp_path / "cache" / "posters-64.npy").stat().st_size >= films * 64 * 64 * 3
     assert predictions["disk"] == predictions["memory"] == predictions["none"]
+
+
+@pytest.mark.parametrize(
+    "model, flags, policy",
+    [
+        ("cnn", ["--mixed-precision", "--jit-compile"], "mixed_bfloat16"),
+        ("lstm", ["--no-mixed-precision"], "float32"),
+        ("cnn", [], "auto"),
+        ("lstm", [], "float32"),  # the default on a CPU: bfloat16 made the LSTM slower
+    ],
+)
+def test_gpu_options_on_the_cpu(model, flags, policy, demo_dir, tmp_path, cli):
+    """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
+    XLA; unset, mixed precision is on for the cnn where the CPU has bfloat16 units."""
+    from job.training import cpu_has_bfloat16
+
+    if policy == "auto":
+        policy = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+    output = tmp_path / "run"
+
+    result = cli(*train_args(model, str(demo_dir), str(output), "--epochs", "1", *flags))
+
+    assert result.exit_code == 0, result.output
+    config = check_run(str(output), model, epochs=1)
+    assert config["run"]["precision_policy"] == policy
+    assert config["jit_compile"] is ("--jit-compile" in flags)
