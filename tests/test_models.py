@@ -96,6 +96,7 @@ def test_recipes_seed_is_the_notebooks_and_flags_override():
     )
     assert (seed.sequence_length, seed.recurrent_dropout, seed.early_stopping) == (100, 0.2, 0)
     assert (seed.lstm_dropout, seed.lstm_dense_dropout, seed.class_weight) == (0.5, 0.8, "none")
+    assert (seed.embedding_init, seed.mixed_precision, seed.augment) == ("random", False, True)
     assert TrainConfig(model="cnn", data="d", output="o", recipe="seed").epochs == 40
     tuned = TrainConfig(model="cnn", data="d", output="o", learning_rate=0.05, early_stopping=0)
     assert (tuned.recipe, tuned.learning_rate, tuned.early_stopping) == ("tuned", 0.05, 0)
