@@ -11,6 +11,7 @@ inside a model fails under MirroredStrategy with two or more replicas.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,57 +39,73 @@ def read_posters(
 ) -> tuple[Catalogue, Posters]:
     """Fetch and decode every film's poster; films without a usable one are dropped.
 
-    Posters come in chunks: the next chunk's requests are in flight while this chunk
-    decodes, so the bucket's latency and the decoder overlap instead of adding up.
-    Returns the films kept and their posters, uint8 (films, size, size, 3), held as
-    `cache` says (job/cache.py).
+    Posters are fetched in chunks, the next chunk's requests in flight while this one
+    decodes, so the bucket's latency and the decoder overlap instead of adding up; all
+    chunks flow through one decoding pipeline. Returns the films kept and their posters,
+    uint8 (films, size, size, 3), held as `cache` says (job/cache.py).
     """
     urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
-    chunks = [urls[start : start + POSTER_CHUNK] for start in range(0, len(urls), POSTER_CHUNK)]
+    found = np.zeros(len(urls), dtype=bool)
+    blobs_of: dict[int, bytes] = {}  # --cache none keeps the JPEGs
+
+    def fetched_chunks() -> Iterator[tuple[np.ndarray, list[bytes]]]:
+        starts = range(0, len(urls), POSTER_CHUNK)
+        fetch = lambda start: storage.fetch_many(urls[start : start + POSTER_CHUNK])  # noqa: E731
+        with ThreadPoolExecutor(max_workers=1) as fetcher:
+            pending = [fetcher.submit(fetch, start) for start in starts[:1]]
+            for number, start in enumerate(starts):
+                blobs = pending.pop().result()
+                if number + 1 < len(starts):
+                    pending.append(fetcher.submit(fetch, starts[number + 1]))
+                indexes = [start + i for i, blob in enumerate(blobs) if blob is not None]
+                found[indexes] = True
+                present = [blobs[i - start] for i in indexes]
+                if cache == "none":
+                    blobs_of.update(zip(indexes, present, strict=True))
+                yield np.array(indexes, dtype=np.int64), present
+
     sink = PosterSink(cache, len(urls), image_size, cache_dir)
-    found, decoded = [], []
-    with ThreadPoolExecutor(max_workers=1) as fetcher:
-        pending = fetcher.submit(storage.fetch_many, chunks[0]) if chunks else None
-        for index in range(len(chunks)):
-            blobs = pending.result()
-            if index + 1 < len(chunks):
-                pending = fetcher.submit(storage.fetch_many, chunks[index + 1])
-            found += [blob is not None for blob in blobs]
-            present = [b for b in blobs if b is not None]
-            images, good = decode_posters(present, image_size)
-            decoded.append(good)
-            sink.add(images, [b for b, ok in zip(present, good, strict=True) if ok])
-    catalogue = catalogue.drop(np.array(found, dtype=bool), "no poster")
-    good = np.concatenate(decoded) if decoded else np.zeros(0, dtype=bool)
-    return catalogue.drop(good, "poster not a readable JPEG"), sink.posters()
+    good = np.zeros(len(urls), dtype=bool)
+    for indexes, images in decode_stream(fetched_chunks(), image_size):
+        good[indexes] = True
+        sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
+    catalogue = catalogue.drop(found, "no poster")
+    return catalogue.drop(good[found], "poster not a readable JPEG"), sink.posters()
+
+
+def decode_stream(
+    chunks: Iterator[tuple[np.ndarray, list[bytes]]], image_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(indexes, JPEG bytes) chunks -> (indexes, posters (n, size, size, 3) uint8) batches
+    of the posters that decode, in input order; corrupt ones are left out."""
+
+    def tensors():
+        for indexes, blobs in chunks:
+            # A string tensor: slicing a Python list of bytes is slower than decoding it.
+            yield indexes, tf.constant(blobs, tf.string, shape=[len(blobs)])
+
+    def decode(index: tf.Tensor, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return index, decode_poster(blob, image_size)
+
+    signature = (tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string))
+    pipeline = (
+        tf.data.Dataset.from_generator(tensors, output_signature=signature)
+        .unbatch()
+        .map(decode, num_parallel_calls=AUTOTUNE)  # order kept: deterministic map
+        .ignore_errors()  # a corrupt poster drops its film; counted by the caller
+        .batch(1024)
+    )
+    yield from pipeline.as_numpy_iterator()
 
 
 def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode and resize JPEG bytes in parallel; (posters of the good ones, mask of good)."""
     good = np.zeros(len(blobs), dtype=bool)
-    if not blobs:
-        return np.zeros((0, image_size, image_size, 3), np.uint8), good
-
-    def decode(index: tf.Tensor, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return index, decode_poster(blob, image_size)
-
-    pipeline = (
-        tf.data.Dataset.from_tensor_slices((np.arange(len(blobs)), blobs))
-        .map(decode, num_parallel_calls=AUTOTUNE)
-        .ignore_errors()  # a corrupt poster drops its film; counted by the caller
-        .batch(1024)
-    )
-    indexes, images = [], []
-    for index, image in pipeline.as_numpy_iterator():
-        indexes.append(index)
-        images.append(image)
-    if not indexes:
-        return np.zeros((0, image_size, image_size, 3), np.uint8), good
-    order = np.concatenate(indexes)
-    good[order] = True
-    # Restore catalogue order: parallel map may deliver films out of order.
-    posters = np.concatenate(images)[np.argsort(order)]
-    return posters, good
+    posters = [np.zeros((0, image_size, image_size, 3), np.uint8)]
+    for indexes, images in decode_stream(iter([(np.arange(len(blobs)), blobs)]), image_size):
+        good[indexes] = True
+        posters.append(images)
+    return np.concatenate(posters), good
 
 
 def decode_poster(blob: tf.Tensor, image_size: int) -> tf.Tensor:

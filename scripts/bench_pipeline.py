@@ -23,11 +23,13 @@ def main() -> None:
     blobs = [(root / "Images" / f"{i}.jpg").read_bytes() for i in films.ids]
     size = 64
 
+    in_memory = tf.constant(blobs)  # the bytes as a tensor: the loop times decoding alone
+
     def raw_limit() -> float:
         decode = lambda blob: features.resize_poster(tf.io.decode_jpeg(blob, channels=3), size)  # noqa: E731
         started = time.perf_counter()
         dataset = (
-            tf.data.Dataset.from_tensor_slices(blobs)
+            tf.data.Dataset.from_tensor_slices(in_memory)
             .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(1024)
         )
