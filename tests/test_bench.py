@@ -37,6 +37,7 @@ from conftest import ROOT
                 "gcs_server_vs_local",
                 "gcs_server_20ms",
                 "gcs_server_20ms_vs_local",
+                "gcs_server_20ms_vs_plain",
                 "prepared_20ms",
                 "prepared_20ms_vs_local",
             },
