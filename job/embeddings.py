@@ -33,8 +33,8 @@ def lsa_vectors(train_tokens: np.ndarray, vocabulary_size: int, width: int) -> n
     tfidf = np.log1p(counts) * idf  # sublinear term frequency
     tfidf /= np.maximum(np.linalg.norm(tfidf, axis=1, keepdims=True), 1e-9)
     # tfidf = U S V^T; token vectors are the rows of V S (tokens, rank).
-    _, singular, vt = np.linalg.svd(tfidf, full_matrices=False)
-    rank = min(width, len(singular))
+    singular, vt = top_singular(tfidf, min(width, *tfidf.shape))
+    rank = len(singular)
     vectors = np.zeros((vocabulary_size, width), np.float32)
     vectors[:, :rank] = (vt[:rank].T * singular[:rank]).astype(np.float32)
     seen = document_frequency > 0  # padding, unknown and unseen tokens: exactly zero
@@ -43,3 +43,17 @@ def lsa_vectors(train_tokens: np.ndarray, vocabulary_size: int, width: int) -> n
     scale = 0.029 / max(float(used.std()), 1e-9) if len(used) else 1.0
     log.info("LSA embedding: %d films, %d tokens, rank %d", films, vocabulary_size, rank)
     return vectors * scale
+
+
+def top_singular(matrix: np.ndarray, rank: int, power_iterations: int = 4):
+    """The top `rank` singular values and right singular vectors (rank, columns) of
+    `matrix`, by randomized SVD (Halko et al. 2011): seconds where a full SVD of the
+    (films, tokens) matrix takes minutes. Seeded, so a run's vectors are reproducible."""
+    generator = np.random.default_rng(0)
+    sketch = matrix @ generator.standard_normal((matrix.shape[1], rank + 10), np.float32)
+    basis, _ = np.linalg.qr(sketch)  # (rows, rank + 10): spans the top of matrix's range
+    for _ in range(power_iterations):  # sharpen it towards the largest singular values
+        basis, _ = np.linalg.qr(matrix.T @ basis)
+        basis, _ = np.linalg.qr(matrix @ basis)
+    _, singular, vt = np.linalg.svd(basis.T @ matrix, full_matrices=False)
+    return singular[:rank], vt[:rank]
