@@ -82,9 +82,10 @@ def main(log_format: str) -> None:
 
 def recipe_help(name: str, text: str = "") -> str:
     """Help naming both recipes' values for a setting that defaults from --recipe."""
-    from job.config import SEED_RECIPE, TUNED_RECIPE
+    from job.config import SEED_RECIPE, TUNED_CNN, TUNED_RECIPE
 
-    return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}]".strip()
+    cnn = f", cnn {TUNED_CNN[name]}" if name in TUNED_CNN else ""
+    return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
 
 
 def rate(name: str, text: str):
@@ -131,7 +132,7 @@ def rate(name: str, text: str):
 @click.option(
     "--epochs",
     type=click.IntRange(1),
-    help="At most this many [seed: 40 cnn, 20 lstm/fusion; tuned: 30 cnn, 15 lstm/fusion].",
+    help="At most this many [seed: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
 )
 @click.option(
     "--batch-size",

@@ -43,8 +43,19 @@ TUNED_RECIPE: dict[str, object] = {
     "embedding_init": "lsa",  # LSTM: micro-F1 0.526 -> 0.542
     "mixed_precision": None,  # measured default: training.precision_policy
 }
-TUNED_EPOCHS = {"cnn": 30, "lstm": 15, "fusion": 15}
+# The poster CNN scored best with the seed's slow schedule run to the end (micro-F1 0.489
+# after 40 epochs against 0.469-0.477 with 1e-3 and early stopping): tuned keeps it, in
+# bfloat16 where the CPU has the units (training.precision_policy).
+TUNED_CNN: dict[str, object] = {
+    "learning_rate": 1e-4,
+    "constant_epochs": 10,
+    "lr_decay": 0.01,
+    "early_stopping": 0,
+    "class_weight": "none",
+}
+TUNED_EPOCHS = {"cnn": 40, "lstm": 15, "fusion": 15}
 RECIPES = {"seed": (SEED_RECIPE, SEED_EPOCHS), "tuned": (TUNED_RECIPE, TUNED_EPOCHS)}
+MODEL_RECIPES = {("tuned", "cnn"): TUNED_CNN}  # a model's own values within a recipe
 
 
 @dataclass
@@ -91,6 +102,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         settings, epochs = RECIPES[self.recipe]
+        settings = {**settings, **MODEL_RECIPES.get((self.recipe, self.model), {})}
         for name, value in settings.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

@@ -98,9 +98,13 @@ def test_recipes_seed_is_the_notebooks_and_flags_override():
     assert (seed.lstm_dropout, seed.lstm_dense_dropout, seed.class_weight) == (0.5, 0.8, "none")
     assert (seed.embedding_init, seed.mixed_precision, seed.augment) == ("random", False, True)
     assert TrainConfig(model="cnn", data="d", output="o", recipe="seed").epochs == 40
-    tuned = TrainConfig(model="cnn", data="d", output="o", learning_rate=0.05, early_stopping=0)
+    tuned = TrainConfig(model="lstm", data="d", output="o", learning_rate=0.05, early_stopping=0)
     assert (tuned.recipe, tuned.learning_rate, tuned.early_stopping) == ("tuned", 0.05, 0)
-    assert tuned.lr_decay == TUNED_RECIPE["lr_decay"]
+    assert (tuned.lr_decay, tuned.embedding_init) == (TUNED_RECIPE["lr_decay"], "lsa")
+    # The cnn's tuned values: the seed's schedule to the end, mixed precision left to measure.
+    cnn = TrainConfig(model="cnn", data="d", output="o")
+    assert (cnn.learning_rate, cnn.early_stopping, cnn.epochs) == (1e-4, 0, 40)
+    assert cnn.mixed_precision is None
     # Seed layers under the seed recipe: exactly the models asserted above.
     vocabulary = keras.layers.TextVectorization(vocabulary=["a", "b"])
     rebuilt = build_for(seed, 25, vocabulary)
