@@ -88,13 +88,14 @@ def recipe_help(name: str, text: str = "") -> str:
     return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
 
 
+def recipe_option(name: str, kind: click.ParamType, text: str):
+    """An option whose default comes from --recipe (unset: None, filled in by TrainConfig)."""
+    return click.option(f"--{name.replace('_', '-')}", type=kind, help=recipe_help(name, text))
+
+
 def rate(name: str, text: str):
     """A dropout-rate option whose default comes from --recipe."""
-    return click.option(
-        f"--{name.replace('_', '-')}",
-        type=click.FloatRange(0, 1, max_open=True),
-        help=recipe_help(name, text),
-    )
+    return recipe_option(name, click.FloatRange(0, 1, max_open=True), text)
 
 
 @main.command()
@@ -141,36 +142,24 @@ def rate(name: str, text: str):
     show_default=True,
     help="Per replica; the global batch is this x replicas.",
 )
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(0, min_open=True),
-    help=recipe_help("learning_rate", "Adam's initial rate."),
-)
+@recipe_option("learning_rate", click.FloatRange(0, min_open=True), "Adam's initial rate.")
 @click.option(
     "--scale-learning-rate/--no-scale-learning-rate",
     default=False,
     show_default=True,
     help="Multiply the learning rate by global batch / 64.",
 )
-@click.option(
-    "--constant-epochs",
-    type=click.IntRange(0),
-    help=recipe_help("constant_epochs", "Epochs at the initial rate before the decay."),
+@recipe_option("constant_epochs", click.IntRange(0), "Epochs at the initial rate before the decay.")
+@recipe_option(
+    "lr_decay", click.FloatRange(0), "Learning rate x exp(-decay) per epoch after those."
 )
-@click.option(
-    "--lr-decay",
-    type=click.FloatRange(0),
-    help=recipe_help("lr_decay", "Learning rate x exp(-decay) per epoch after those."),
+@recipe_option(
+    "early_stopping", click.IntRange(0), "Stop after N epochs without a better val_loss; 0: off."
 )
-@click.option(
-    "--early-stopping",
-    type=click.IntRange(0),
-    help=recipe_help("early_stopping", "Stop after N epochs without a better val_loss; 0: off."),
-)
-@click.option(
-    "--class-weight",
-    type=click.Choice(["none", "sqrt", "balanced"]),
-    help=recipe_help("class_weight", "Weight of positive labels: (negatives/positives)^1 or ^0.5."),
+@recipe_option(
+    "class_weight",
+    click.Choice(["none", "sqrt", "balanced"]),
+    "Weight of positive labels: (negatives/positives)^1 or ^0.5.",
 )
 @click.option(
     "--seed",
@@ -211,15 +200,11 @@ def rate(name: str, text: str):
     show_default=True,
     help="lstm/fusion: vocabulary size of the vectorizer.",
 )
-@click.option(
-    "--sequence-length",
-    type=click.IntRange(1),
-    help=recipe_help("sequence_length", "lstm/fusion: tokens kept per overview."),
-)
-@click.option(
-    "--embedding-init",
-    type=click.Choice(["random", "lsa"]),
-    help=recipe_help("embedding_init", "lstm/fusion: word vectors from the training overviews."),
+@recipe_option("sequence_length", click.IntRange(1), "lstm/fusion: tokens kept per overview.")
+@recipe_option(
+    "embedding_init",
+    click.Choice(["random", "lsa"]),
+    "lstm/fusion: word vectors from the training overviews.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")
