@@ -51,6 +51,10 @@ class Catalogue:
             dropped=dict(self.dropped),
         )
 
+    def has_overview(self) -> np.ndarray:
+        """Mask of the films with a non-empty overview (what lstm and fusion can use)."""
+        return np.array([bool(o) for o in self.overviews], dtype=bool)
+
     def drop(self, keep: np.ndarray, reason: str) -> Catalogue:
         """Drop the films where `keep` is false, counting and logging them under `reason`."""
         count = int((~keep).sum())

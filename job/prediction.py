@@ -99,7 +99,7 @@ def predict(
         films, posters = features.read_posters(films, storage.join(data, images), config.image_size)
         inputs["Poster"] = posters.astype(np.float32) / 255.0  # (films, 64, 64, 3) in [0, 1]
     if config.model != "cnn":
-        has_overview = np.array([bool(o) for o in films.overviews], dtype=bool)
+        has_overview = films.has_overview()
         films = films.drop(has_overview, "no overview")
         inputs = {name: array[has_overview] for name, array in inputs.items()}
         inputs["Overview"] = np.array(films.overviews, dtype=str)[:, None]  # raw (films, 1)

@@ -86,7 +86,8 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
     posters = None
     if prepared.is_prepared(config.data):
         films, posters = prepared.read_prepared(config.data, config.image_size)
-        posters = cache_posters(posters, config.cache, config.cache_dir)
+        if config.model != "lstm":  # the lstm reads no posters: nothing to cache
+            posters = cache_posters(posters, config.cache, config.cache_dir)
     else:
         films = catalogue.read_catalogue(storage.join(config.data, config.csv))
         if config.model != "lstm":
@@ -96,7 +97,7 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
             )
     if config.model == "cnn":
         return films, posters, None
-    has_overview = np.array([bool(o) for o in films.overviews], dtype=bool)
+    has_overview = films.has_overview()
     films = films.drop(has_overview, "no overview")
     split = catalogue.split_of(
         films.ids, config.seed, config.validation_fraction, config.evaluation_fraction

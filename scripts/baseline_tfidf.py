@@ -18,7 +18,7 @@ GRID = (1.0, 3.0, 10.0, 30.0)  # logistic regression's C, chosen on validation m
 def main() -> None:
     films = baselinelib.films(baselinelib.data_root(sys.argv))
     # As the lstm does: films without an overview are dropped.
-    films = films.drop(np.array([bool(o) for o in films.overviews]), "no overview")
+    films = films.drop(films.has_overview(), "no overview")
 
     def fit_predict(c, x, y, others):
         # The vocabulary and IDF come from the training overviews only.
