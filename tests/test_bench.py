@@ -19,6 +19,7 @@ from conftest import ROOT
             "bench_pipeline.py",
             {
                 "raw_decode_resize",
+                "raw_decode_resize_tf_defaults",
                 "first_epoch",
                 "first_epoch_vs_raw",
                 "cached_epoch",
@@ -32,7 +33,11 @@ from conftest import ROOT
             {
                 "local_folder",
                 "gcs_server_fetch_only",
+                "gcs_server_fetch_interleave",
+                "gcs_server_20ms_fetch_only",
+                "gcs_server_20ms_fetch_interleave",
                 "gcs_server_cpu_during_fetch",
+                "gcs_client_cpu_per_1000_fetched",
                 "gcs_server",
                 "gcs_server_vs_local",
                 "gcs_server_20ms",
