@@ -28,9 +28,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Posters fetched per batch of requests; the next batch downloads while one decodes.
 POSTER_CHUNK = 1024
 # JPEG decoding runs this many calls at once on a private pool of as many threads, each
-# call single-threaded. On 2 cores this decodes the real posters about 1.3x as fast as
-# tf.data's autotuned defaults, which also settle on one busy thread in some runs (2.55 s
-# instead of 1.7 s for the same 5,332 posters; scripts/bench_pipeline.py).
+# call single-threaded, autotuning off. On 2 cores this decoded the real posters in 1.3 s,
+# against 1.7 s with tf.data's autotuned defaults, or 2.55 s in the runs (about one in
+# three) where those kept one thread busy (scripts/bench_pipeline.py).
 DECODE_CALLS = 4 * len(os.sched_getaffinity(0))
 # Decompression-bomb guard: posters are 150x300; anything over 25 megapixels is refused.
 MAX_POSTER_PIXELS = 25_000_000
@@ -204,7 +204,8 @@ def make_dataset(
     rows = rows.batch(batch_size, drop_remainder=training)
     # One random int64 per batch, a new sequence each epoch, the same in every run.
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    gather_inputs, targets = gatherer(inputs), tf.constant(labels)
+    with tf.device("/cpu:0"):  # the cache stays in host memory, whatever devices exist
+        gather_inputs, targets = gatherer(inputs), tf.constant(labels)
     flip = training and augment
 
     def to_float(posters: tf.Tensor, draw: tf.Tensor) -> tf.Tensor:
@@ -237,17 +238,35 @@ def gatherer(inputs: Inputs):
     a tensor (memory), the cache file (disk) or JPEG bytes decoded again (none)."""
     if isinstance(inputs, dict):
         parts = {name: gatherer(held) for name, held in inputs.items()}
-        return lambda rows: {name: gather(rows) for name, gather in parts.items()}
+
+        def gather_each(rows: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {name: gather(rows) for name, gather in parts.items()}
+
+        return gather_each
     if isinstance(inputs, DiskPosters):
         return disk_reader(inputs)
     if isinstance(inputs, JpegPosters):
-        blobs, size = tf.constant(list(inputs.blobs), tf.string), inputs.image_size
-        spec = tf.TensorSpec((size, size, 3), tf.uint8)
-        return lambda rows: tf.map_fn(
-            lambda blob: decode_poster(blob, size), tf.gather(blobs, rows), fn_output_signature=spec
-        )
+        return jpeg_decoder(inputs)
     held = tf.constant(inputs)  # once, not per batch: (films, ...) uint8 or int64
-    return lambda rows: tf.gather(held, rows)
+
+    def gather(rows: tf.Tensor) -> tf.Tensor:
+        return tf.gather(held, rows)
+
+    return gather
+
+
+def jpeg_decoder(posters: JpegPosters):
+    """Batch of row numbers -> (batch, size, size, 3) uint8 decoded from the JPEG bytes."""
+    blobs, size = tf.constant(list(posters.blobs), tf.string), posters.image_size
+    spec = tf.TensorSpec((size, size, 3), tf.uint8)
+
+    def decode_one(blob: tf.Tensor) -> tf.Tensor:
+        return decode_poster(blob, size)
+
+    def decode(rows: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(decode_one, tf.gather(blobs, rows), fn_output_signature=spec)
+
+    return decode
 
 
 def uses_jpegs(inputs: Inputs) -> bool:

@@ -22,6 +22,8 @@ from conftest import ROOT
                 "raw_decode_resize_tf_defaults",
                 "first_epoch",
                 "first_epoch_vs_raw",
+                "first_epoch_read_decode",
+                "first_epoch_read_decode_vs_raw",
                 "cached_epoch",
                 "cached_vs_first",
                 "disk_cached_epoch",
