@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -123,14 +122,15 @@ class GcsServer:
 
 class LatencyProxy:
     """A TCP proxy on 127.0.0.1 that holds each client-to-server chunk for `delay_s`: one
-    HTTP request = one delayed round trip, like a bucket 20 ms away."""
+    HTTP request = one delayed round trip, like a bucket 20 ms away. It runs in a process
+    of its own: a distant bucket's latency costs the job no CPU, and neither should this."""
 
-    def __init__(self, upstream: str, delay_s: float) -> None:
+    def __init__(self, upstream: str, delay_s: float, port: int | None = None) -> None:
         host_port = upstream.split("//")[1]
-        self.upstream_host, port = host_port.split(":")
-        self.upstream_port = int(port)
-        self.delay_s = delay_s
-        self.port = free_port()
+        self.upstream, self.delay_s = upstream, delay_s
+        self.upstream_host, upstream_port = host_port.split(":")
+        self.upstream_port = int(upstream_port)
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def _pump(self, reader, writer, delay: float) -> None:
@@ -154,26 +154,27 @@ class LatencyProxy:
             self._pump(server_reader, client_writer, 0.0),
         )
 
+    async def serve_forever(self) -> None:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        async with server:
+            await server.serve_forever()
+
     def __enter__(self) -> LatencyProxy:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", self.port)
-            )
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
+        command = [sys.executable, __file__, "proxy", self.upstream, str(self.delay_s)]
+        self._process = subprocess.Popen([*command, str(self.port)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:  # ready once it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"latency proxy did not start on port {self.port}") from None
+                time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._process.terminate()
+        self._process.wait(timeout=10)
 
 
 def use_storage_endpoint(url: str) -> None:
@@ -191,3 +192,8 @@ def upload_tree(source: Path, url: str, only: list[str] | None = None) -> None:
     fs, root = storage.filesystem(url)
     files = only or [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
     fs.put([str(source / f) for f in files], [f"{root}/{f}" for f in files])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["proxy"]:  # LatencyProxy's own process
+    upstream, delay, port = sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    asyncio.run(LatencyProxy(upstream, delay, port).serve_forever())
