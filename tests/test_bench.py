@@ -66,4 +66,7 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {line["figure"] for line in lines} == figures
-    assert all(line["value"] > 0 for line in lines)
+    # Rates and ratios are positive; a CPU share may round to 0 on the tiny demo set.
+    rates = [line for line in lines if line["unit"] not in ("cores", "cpu seconds")]
+    assert [line for line in rates if line["value"] <= 0] == []
+    assert [line for line in lines if line["value"] < 0] == []
