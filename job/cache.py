@@ -1,6 +1,8 @@
 """Where decoded posters live between epochs (`train --cache memory|disk|none`).
 
-memory: one uint8 array (films, 64, 64, 3) in RAM, 12 KB a film (the default);
+auto:   memory when the decoded posters take at most half the memory available (the
+        host's, or less under a container's memory limit), else disk (the default);
+memory: one uint8 array (films, 64, 64, 3) in RAM, 12 KB a film;
 disk:   the same array in a local .npy file, written chunk by chunk as posters decode and
         read back a batch at a time, so RAM holds a chunk, never the dataset;
 none:   the JPEG bytes stay in RAM and every epoch decodes them again (the pipeline a
@@ -11,6 +13,7 @@ Every kind is indexed like an array (`posters[mask]`), so splits work the same o
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,56 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CACHES = ("memory", "disk", "none")
+CACHES = ("auto", "memory", "disk", "none")
+# --cache auto keeps decoded posters in RAM while they take at most this share of the
+# memory available: the rest is for TensorFlow, the model and the batches in flight.
+MEMORY_SHARE = 0.5
+CGROUP_MEMORY = (  # (limit, usage) files of a container's memory cgroup: v2, then v1
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def choose_cache(cache: str, films: int, image_size: int, available: int | None = None) -> str:
+    """The cache kind to use: `auto` becomes memory when `films` decoded posters fit in
+    MEMORY_SHARE of the `available` bytes (default: measured now), else disk."""
+    if cache != "auto":
+        return cache
+    needed = films * image_size * image_size * 3
+    available = available_memory() if available is None else available
+    chosen = "memory" if needed <= MEMORY_SHARE * available else "disk"
+    log.info(
+        "--cache auto: %s (decoded posters %.1f MB, memory available %.1f MB)",
+        chosen,
+        needed / 1e6,
+        available / 1e6,
+    )
+    return chosen
+
+
+def available_memory() -> int:
+    """Bytes this process can still take: the host's MemAvailable, or what is left under
+    the container's memory limit when that is less (a Kubernetes pod's limit is a cgroup's)."""
+    left = [host_memory_available()]
+    for limit_file, usage_file in CGROUP_MEMORY:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():  # "max" (v2) means no limit; v1 writes a huge number instead
+            left.append(int(limit) - usage)
+    return max(0, min(left))
+
+
+def host_memory_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)

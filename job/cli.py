@@ -9,6 +9,7 @@ import os
 import click
 
 from job import logs
+from job.cache import CACHES
 from job.config import CSV_NAME, IMAGES_NAME, env_default
 from job.errors import GenreJobError
 
@@ -187,10 +188,12 @@ def rate(name: str, text: str):
 )
 @click.option(
     "--cache",
-    type=click.Choice(["memory", "disk", "none"]),
-    default="memory",
+    type=click.Choice(CACHES),
+    default="auto",
     show_default=True,
-    help="Decoded posters: in memory, in a local file, or decoded again every epoch.",
+    help="Decoded posters: in memory, in a local file, or decoded again every epoch; "
+    "auto: in memory when they fit in half the memory available (container limit "
+    "included), else in a local file.",
 )
 @click.option("--cache-dir", help="--cache disk: local folder [default: a temporary one].")
 @click.option(

@@ -83,7 +83,7 @@ class TrainConfig:
     evaluation_fraction: float = 0.1
     image_size: int = 64
     augment: bool | None = None  # random horizontal flips of training posters
-    cache: str = "memory"  # decoded posters: memory | disk | none (decode every epoch)
+    cache: str = "auto"  # decoded posters: auto | memory | disk | none (decode every epoch)
     cache_dir: str | None = None  # --cache disk: local folder (default: a temporary one)
     max_tokens: int = 10_000
     sequence_length: int | None = None

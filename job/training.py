@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from job import __version__, catalogue, features, lock, models, multiworker, prepared, storage
-from job.cache import cache_posters
+from job.cache import cache_posters, choose_cache
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
@@ -87,13 +87,15 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
     if prepared.is_prepared(config.data):
         films, posters = prepared.read_prepared(config.data, config.image_size)
         if config.model != "lstm":  # the lstm reads no posters: nothing to cache
-            posters = cache_posters(posters, config.cache, config.cache_dir)
+            cache = choose_cache(config.cache, len(films), config.image_size)
+            posters = cache_posters(posters, cache, config.cache_dir)
     else:
         films = catalogue.read_catalogue(storage.join(config.data, config.csv))
         if config.model != "lstm":
             images = storage.join(config.data, config.images)
+            cache = choose_cache(config.cache, len(films), config.image_size)
             films, posters = features.read_posters(
-                films, images, config.image_size, config.cache, config.cache_dir
+                films, images, config.image_size, cache, config.cache_dir
             )
     if config.model == "cnn":
         return films, posters, None

@@ -269,7 +269,7 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
     data = str(tmp_path / "data")
     copy_tree(demo_dir, data)
     predictions = {}
-    for cache in ("memory", "disk", "none"):
+    for cache in ("memory", "disk", "none", "auto"):
         output = tmp_path / cache
         extra = ["--cache", cache, "--cache-dir", str(tmp_path / "cache")]
         result = cli(*train_args("cnn", data, str(output), "--epochs", "1", *extra))
@@ -279,6 +279,9 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
     films = json.loads((tmp_path / "disk" / "config.json").read_text())["run"]["films_used"]
     assert (tmp_path / "cache" / "posters-64.npy").stat().st_size >= films * 64 * 64 * 3
     assert predictions["disk"] == predictions["memory"] == predictions["none"]
+    # The last run, auto: the demo's posters take far under half of any machine's memory.
+    assert "--cache auto: memory (decoded posters" in result.stderr
+    assert predictions["auto"] == predictions["memory"]
 
 
 @pytest.mark.parametrize(
