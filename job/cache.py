@@ -1,4 +1,4 @@
-"""Where decoded posters live between epochs (`train --cache memory|disk|none`).
+"""Where decoded posters live between epochs (`train --cache auto|memory|disk|none`).
 
 auto:   memory when the decoded posters take at most half the memory available (the
         host's, or less under a container's memory limit), else disk (the default);
