@@ -36,3 +36,22 @@ def test_flips_are_left_right_mirrors_of_the_posters():
     same = np.all(np.isclose(images, originals), axis=(1, 2, 3))
     assert (flipped | same).all()
     assert 10 < flipped.sum() < 54  # about half
+
+
+def test_corrupt_posters_drop_only_themselves_in_any_batch(demo_dir):
+    """Batches of DECODE_BATCH posters decode together; one holding a corrupt poster is
+    decoded again one by one: the others keep their place and their pixels."""
+    from job.features import DECODE_BATCH, decode_poster, decode_posters
+
+    jpegs = [path.read_bytes() for path in sorted((demo_dir / "Images").glob("*.jpg"))]
+    count = 3 * DECODE_BATCH + 5  # four batches, the last one short
+    blobs = [jpegs[i % len(jpegs)] for i in range(count)]
+    corrupt = {0, DECODE_BATCH + 3, 3 * DECODE_BATCH + 4}  # first, second and last batch
+    for i in corrupt:
+        blobs[i] = blobs[i][:40]  # header only: not a decodable JPEG
+
+    posters, good = decode_posters(blobs, 64)
+
+    assert np.flatnonzero(~good).tolist() == sorted(corrupt)
+    alone = [decode_poster(blobs[i], 64).numpy() for i in np.flatnonzero(good)]
+    np.testing.assert_array_equal(posters, np.stack(alone))
