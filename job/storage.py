@@ -251,9 +251,26 @@ def fetch_many(urls: list[str]) -> list[bytes | None]:
         return []
     fs, _ = filesystem(urls[0])
     paths = [fs._strip_protocol(url) for url in urls]
+    if isinstance(fs, LocalFileSystem):
+        # Plain reads: 20 us of CPU a 25 KB poster, against 30-37 us through cat_ranges,
+        # which the decoding threads feel on a first epoch (scripts/bench_pipeline.py).
+        where = posixpath.dirname(urls[0])
+        return retrying(f"read {len(paths)} files from", where, lambda: read_files(paths))
     blobs: list[bytes | None] = []
     for start in range(0, len(paths), FETCH_CHUNK):
         blobs += _fetch_chunk(fs, paths[start : start + FETCH_CHUNK], urls[start])
+    return blobs
+
+
+def read_files(paths: list[str]) -> list[bytes | None]:
+    """Local files' bytes; None where one is missing."""
+    blobs: list[bytes | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                blobs.append(file.read())
+        except FileNotFoundError:
+            blobs.append(None)
     return blobs
 
 
