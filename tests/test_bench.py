@@ -20,6 +20,8 @@ from conftest import ROOT
             {
                 "raw_decode_resize",
                 "raw_decode_resize_tf_defaults",
+                "raw_decode_resize_per_poster",
+                "raw_decode_resize_batched",
                 "first_epoch",
                 "first_epoch_vs_raw",
                 "first_epoch_read_decode",
