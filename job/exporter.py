@@ -17,7 +17,7 @@ from job.catalogue import Catalogue
 from job.config import TrainConfig
 from job.errors import OutputError
 from job.lock import LOCK_NAME
-from job.models import build_for, inference_model
+from job.models import build_for, inference_model, poster_input
 from job.prediction import predictions_frame
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ def finish_run(
     # A plain (single-device) model with the best weights: it predicts the same under any
     # strategy, and the saved model holds no distributed variables.
     model = build_for(config, len(films.genres), vectorizer)
-    model.load_weights(staging / "checkpoints" / "best.weights.h5")
+    # The checkpoint holds the trained model's weights (it shares its layers with `model`).
+    poster_input(model, config.augment, config.seed).load_weights(
+        staging / "checkpoints" / "best.weights.h5"
+    )
 
     def probabilities(name: str) -> np.ndarray:
         dataset = features.make_dataset(

@@ -219,16 +219,16 @@ def make_dataset(
     batch_size: int,
     training: bool,
     seed: int,
-    augment: bool = False,
+    uint8_posters: bool = False,
 ) -> tf.data.Dataset:
     """(inputs, labels) batches. Shuffled only when training.
 
     tf.data shuffles and batches row numbers, and each batch of rows then gathers its
     films in one step: an epoch over cached posters costs a few ops a batch, not a few
-    a film. uint8 posters become float32 in [0, 1] after the gather, and training batches
-    of posters are flipped left-right at random (`augment`). The flips are drawn from a
-    seeded per-batch stream (stateless ops), not from a stateful generator inside the
-    parallel map, so a run with the same --seed on the CPU gives the same model.
+    a film. Posters leave as float32 in [0, 1], or (`uint8_posters`: the datasets a run
+    trains on) as the cache holds them, uint8: the training model's poster input
+    (models.poster_input) converts and flips them where the model runs. On a GPU node
+    that takes 3/4 of an epoch's host work off the CPU and copies a quarter of the bytes.
     """
     rows = tf.data.Dataset.range(len(labels))
     if training:
@@ -236,35 +236,26 @@ def make_dataset(
     # Training drops the last partial batch: every replica gets an equal share of a step
     # (shuffling changes which films wait for the next epoch).
     rows = rows.batch(batch_size, drop_remainder=training)
-    # One random int64 per batch, a new sequence each epoch, the same in every run.
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     with tf.device("/cpu:0"):  # the cache stays in host memory, whatever devices exist
         gather_inputs, targets = gatherer(inputs), tf.constant(labels)
-    flip = training and augment
 
-    def to_float(posters: tf.Tensor, draw: tf.Tensor) -> tf.Tensor:
-        if flip:  # on the uint8 batch (batch, 64, 64, 3): a quarter of the bytes to move
-            coins = tf.random.stateless_uniform(
-                [tf.shape(posters)[0], 1, 1, 1], seed=tf.stack([draw, tf.cast(seed, tf.int64)])
-            )
-            # 1 = mirrored; a blend with a 0/1 weight is exact and 2x faster than tf.where.
-            mirrored = tf.cast(coins < 0.5, tf.uint8)
-            posters = posters * (1 - mirrored) + tf.reverse(posters, axis=[2]) * mirrored
+    def to_float(posters: tf.Tensor) -> tf.Tensor:
+        if uint8_posters or posters.dtype != tf.uint8:  # token ids go as they are
+            return posters
         return tf.cast(posters, tf.float32) / 255.0  # in [0, 1]
 
-    def batch_of(rows: tf.Tensor, draw: tf.Tensor):
+    def batch_of(rows: tf.Tensor):
         features = gather_inputs(rows)
         if isinstance(features, dict):  # fusion: posters converted, token ids as they are
-            features = {**features, "Poster": to_float(features["Poster"], draw)}
-        elif features.dtype == tf.uint8:
-            features = to_float(features, draw)
-        return features, tf.gather(targets, rows)  # token ids go to the model as they are
+            features = {**features, "Poster": to_float(features["Poster"])}
+        else:
+            features = to_float(features)
+        return features, tf.gather(targets, rows)
 
-    dataset = tf.data.Dataset.zip((rows, draws))
     if uses_jpegs(inputs):  # --cache none: decoding threads as in read_posters
-        dataset = dataset.map(batch_of, num_parallel_calls=DECODE_CALLS).prefetch(2)
+        dataset = rows.map(batch_of, num_parallel_calls=DECODE_CALLS).prefetch(2)
         return dataset.with_options(decode_options())
-    return dataset.map(batch_of, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return rows.map(batch_of, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def gatherer(inputs: Inputs):

@@ -86,6 +86,32 @@ def build_fusion(cnn: keras.Model, lstm: keras.Model, num_genres: int) -> keras.
     return keras.Model({"Poster": poster, "Tokens": tokens}, genres, name="fusion")
 
 
+def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
+    """The model a run trains: `model` behind a uint8 poster input.
+
+    Posters arrive as the cache holds them, uint8 (features.make_dataset(uint8_posters=
+    True)), and become float32 in [0, 1] here, then, while training and with `flip`, are
+    mirrored left-right at random (seeded: the same run gives the same model). These run
+    where the model runs, a GPU's work instead of the host's: on the host they were 3/4
+    of an epoch over the cache. Shares its layers with `model`, which is what is exported
+    (float posters in [0, 1]). The lstm takes no posters: returned as it is.
+    """
+    if model.name == "lstm":
+        return model
+    fusion = model.name == "fusion"
+    poster_shape = (model.input["Poster"] if fusion else model.input).shape[1:]
+    poster = keras.Input(poster_shape, dtype="uint8", name="Poster")
+    # float32 whatever the precision policy: the model's first layer casts, as before.
+    x = layers.Rescaling(1 / 255, dtype="float32", name="ToFloat")(poster)  # (64, 64, 3)
+    if flip:
+        x = layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="Flip")(x)
+    if not fusion:
+        return keras.Model(poster, model(x), name=f"{model.name}_training")
+    tokens = keras.Input(model.input["Tokens"].shape[1:], dtype="int64", name="Tokens")
+    genres = model({"Poster": x, "Tokens": tokens})
+    return keras.Model({"Poster": poster, "Tokens": tokens}, genres, name="fusion_training")
+
+
 def positive_weights(labels: np.ndarray, class_weight: str) -> np.ndarray | None:
     """Per-genre weight of a positive label: (negatives / positives) ** p, p = 1 for
     "balanced", 0.5 for "sqrt"; at most 20 so a genre seen once cannot swamp the loss."""

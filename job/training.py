@@ -181,7 +181,7 @@ def make_datasets(
             global_batch,
             True,
             config.seed,
-            config.augment,
+            uint8_posters=True,  # models.poster_input converts them
         ),
         features.make_dataset(
             features.take(inputs, validation),
@@ -189,6 +189,7 @@ def make_datasets(
             global_batch,
             False,
             config.seed,
+            uint8_posters=True,
         ),
     )
 
@@ -342,7 +343,9 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
             )
         with strategy.scope():
             model = models.build_for(config, len(films.genres), vectorizer)
-            models.compile_model(model, learning_rate, config.jit_compile, loss_weights)
+            # What fit trains: uint8 posters in, converted and flipped on the device.
+            trainer = models.poster_input(model, config.augment, config.seed)
+            models.compile_model(trainer, learning_rate, config.jit_compile, loss_weights)
             if config.model != "cnn" and config.embedding_init == "lsa" and not done:
                 tokens = inputs["Tokens"] if isinstance(inputs, dict) else inputs
                 embedding = models.overview_embedding(model)
@@ -358,7 +361,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                     learning_rate,
                     loss_weights,
                     strategy,
-                    model,
+                    trainer,
                     train_set,
                     validation_set,
                     global_batch,
@@ -367,7 +370,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                     on_epoch_end=mirror.sync,
                 )
             else:
-                model.fit(
+                trainer.fit(
                     train_set,
                     validation_data=validation_set,
                     epochs=config.epochs,

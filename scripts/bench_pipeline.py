@@ -58,7 +58,7 @@ def main() -> None:
         started = time.perf_counter()
         kept, posters = features.read_posters(films, str(root / "Images"), size)
         decoded = time.perf_counter()
-        training = features.make_dataset(posters, kept.labels, 64, True, seed=0, augment=True)
+        training = features.make_dataset(posters, kept.labels, 64, True, seed=0, uint8_posters=True)
         for _ in training:  # the first epoch: read, check, decode, then batches
             pass
         ended = time.perf_counter()
@@ -101,7 +101,9 @@ def main() -> None:
     for cache, figure in (("disk", "disk_cached_epoch"), ("none", "uncached_epoch")):
         with tempfile.TemporaryDirectory() as folder:
             kept, posters = features.read_posters(films, str(root / "Images"), size, cache, folder)
-            epoch = features.make_dataset(posters, kept.labels, 64, True, seed=0, augment=True)
+            epoch = features.make_dataset(
+                posters, kept.labels, 64, True, seed=0, uint8_posters=True
+            )
             for _ in epoch:
                 pass
             started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The tf.data pipeline: shuffling and flips reproducible from the seed, epochs differ."""
+"""The tf.data pipeline (shuffling reproducible from the seed, epochs differ), the poster
+input of the training model (conversion, flips), decoding."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def epochs(seed: int, count: int = 2) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(0)
     posters = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(40, dtype=np.float32)[:, None]
-    dataset = make_dataset(posters, labels, 8, training=True, seed=seed, augment=True)
+    dataset = make_dataset(posters, labels, 8, training=True, seed=seed, uint8_posters=True)
     return [[x.numpy() for batch in dataset for x in batch] for _ in range(count)]
 
 
@@ -24,18 +25,45 @@ def test_same_seed_same_batches_new_epoch_new_order():
     assert not all(np.array_equal(x, y) for x, y in zip(first[0], epochs(seed=4)[0], strict=True))
 
 
-def test_flips_are_left_right_mirrors_of_the_posters():
-    rng = np.random.default_rng(0)
-    posters = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
-    labels = np.arange(64, dtype=np.float32)[:, None]
-    dataset = make_dataset(posters, labels, 64, training=True, seed=1, augment=True)
+def test_posters_leave_as_float_in_0_1_or_as_the_uint8_cache_holds_them():
+    posters = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(10, dtype=np.float32)[:, None]
 
-    images, order = next(iter(dataset))
-    originals = posters[order.numpy()[:, 0].astype(int)] / 255.0
+    as_float, _ = next(iter(make_dataset(posters, labels, 10, training=False, seed=0)))
+    as_uint8, order = next(iter(make_dataset(posters, labels, 10, True, 0, uint8_posters=True)))
+
+    assert as_float.dtype == "float32"
+    np.testing.assert_allclose(as_float.numpy(), posters / 255.0, rtol=1e-6)
+    assert as_uint8.dtype == "uint8"
+    np.testing.assert_array_equal(as_uint8.numpy(), posters[order.numpy()[:, 0].astype(int)])
+
+
+def poster_model(flip: bool, seed: int):
+    """A layer-less 'model' behind the training poster input: its output is its input."""
+    import keras
+
+    from job.models import poster_input
+
+    poster = keras.Input((8, 8, 3), name="Poster")
+    return poster_input(keras.Model(poster, poster, name="echo"), flip, seed)
+
+
+def test_the_training_poster_input_converts_and_flips_half_at_random():
+    posters = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    originals = posters / 255.0
+
+    images = poster_model(flip=True, seed=1)(posters, training=True).numpy()
+    again = poster_model(flip=True, seed=1)(posters, training=True).numpy()
+    predicted = poster_model(flip=True, seed=1)(posters, training=False).numpy()
+
     flipped = np.all(np.isclose(images, originals[:, :, ::-1]), axis=(1, 2, 3))
     same = np.all(np.isclose(images, originals), axis=(1, 2, 3))
     assert (flipped | same).all()
     assert 10 < flipped.sum() < 54  # about half
+    np.testing.assert_array_equal(images, again)  # the seed fixes the flips
+    np.testing.assert_allclose(predicted, originals, rtol=1e-6)  # never flipped outside training
+    unflipped = poster_model(flip=False, seed=1)(posters, training=True).numpy()
+    np.testing.assert_allclose(unflipped, originals, rtol=1e-6)  # --no-augment
 
 
 def test_corrupt_posters_drop_only_themselves_in_any_batch(demo_dir):
