@@ -118,15 +118,17 @@ class PosterSink:
 
     def __init__(self, cache: str, films: int, image_size: int, cache_dir: str | None) -> None:
         self.cache, self.image_size = cache, image_size
-        self.chunks: list[np.ndarray] = []
         self.blobs: list[bytes] = []
         self.count = 0
+        shape = (films, image_size, image_size, 3)
+        # memory: filled in place as chunks decode (no copy at the end; the main thread,
+        # idle while tf.data decodes, takes the page faults of the fresh memory).
+        self.array = np.empty(shape if cache == "memory" else (0, *shape[1:]), np.uint8)
         self.file: np.ndarray | None = None
         if cache == "disk":
             folder = Path(cache_dir or tempfile.mkdtemp(prefix="genre-job-cache-"))
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"posters-{image_size}.npy"
-            shape = (films, image_size, image_size, 3)
             self.file = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
             log.info("caching decoded posters in %s (%.1f MB)", path, np.prod(shape) / 1e6)
             if not cache_dir:  # ours alone: unlinked now, its space freed when the job ends
@@ -140,7 +142,7 @@ class PosterSink:
         elif self.cache == "none":
             self.blobs += blobs
         else:
-            self.chunks.append(posters)
+            self.array[self.count : self.count + len(posters)] = posters
         self.count += len(posters)
 
     def posters(self) -> Posters:
@@ -151,10 +153,7 @@ class PosterSink:
             blobs = np.empty(len(self.blobs), dtype=object)
             blobs[:] = self.blobs
             return JpegPosters(blobs, self.image_size)
-        size = self.image_size
-        return (
-            np.concatenate(self.chunks) if self.chunks else np.zeros((0, size, size, 3), np.uint8)
-        )
+        return self.array[: self.count]
 
 
 def cache_posters(posters: np.ndarray, cache: str, cache_dir: str | None) -> Posters:

@@ -194,6 +194,12 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
         return False
 
 
+def local_path(url: str) -> str | None:
+    """Where `url` is on this machine's file system; None for other storage."""
+    fs, path = filesystem(url)
+    return path if isinstance(fs, LocalFileSystem) else None
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     return retrying("read", url, lambda: fs.cat_file(path))

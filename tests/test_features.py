@@ -3,7 +3,10 @@ input of the training model (conversion, flips), decoding."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from job.features import make_dataset
 
@@ -66,10 +69,12 @@ def test_the_training_poster_input_converts_and_flips_half_at_random():
     np.testing.assert_allclose(unflipped, originals, rtol=1e-6)  # --no-augment
 
 
-def test_corrupt_posters_drop_only_themselves_in_any_batch(demo_dir):
-    """Batches of DECODE_BATCH posters decode together; one holding a corrupt poster is
-    decoded again one by one: the others keep their place and their pixels."""
-    from job.features import DECODE_BATCH, decode_poster, decode_posters
+@pytest.mark.parametrize("source", ["bytes", "files"])
+def test_corrupt_posters_drop_only_themselves_in_any_batch(source, demo_dir, tmp_path):
+    """Batches of DECODE_BATCH posters decode together; one holding a corrupt (or, read
+    from files, vanished) poster is decoded again one by one: the others keep their place
+    and their pixels."""
+    from job.features import DECODE_BATCH, decode_poster, decode_stream
 
     jpegs = [path.read_bytes() for path in sorted((demo_dir / "Images").glob("*.jpg"))]
     count = 3 * DECODE_BATCH + 5  # four batches, the last one short
@@ -77,9 +82,18 @@ def test_corrupt_posters_drop_only_themselves_in_any_batch(demo_dir):
     corrupt = {0, DECODE_BATCH + 3, 3 * DECODE_BATCH + 4}  # first, second and last batch
     for i in corrupt:
         blobs[i] = blobs[i][:40]  # header only: not a decodable JPEG
+    items: list = blobs
+    if source == "files":
+        items = [str(tmp_path / f"{i}.jpg") for i in range(count)]
+        for path, blob in zip(items, blobs, strict=True):
+            Path(path).write_bytes(blob)
+        Path(items[2 * DECODE_BATCH + 1]).unlink()  # gone after it was listed
+        corrupt.add(2 * DECODE_BATCH + 1)
 
-    posters, good = decode_posters(blobs, 64)
+    decoded = list(decode_stream(iter([(np.arange(count), items)]), 64, source == "files"))
 
-    assert np.flatnonzero(~good).tolist() == sorted(corrupt)
-    alone = [decode_poster(blobs[i], 64).numpy() for i in np.flatnonzero(good)]
-    np.testing.assert_array_equal(posters, np.stack(alone))
+    kept = np.concatenate([indexes for indexes, _ in decoded])
+    assert sorted(set(range(count)) - set(kept.tolist())) == sorted(corrupt)
+    assert kept.tolist() == sorted(kept.tolist())  # input order
+    alone = [decode_poster(blobs[i], 64).numpy() for i in kept]
+    np.testing.assert_array_equal(np.concatenate([p for _, p in decoded]), np.stack(alone))
