@@ -2,7 +2,8 @@
 
 auto:   memory when the decoded posters take at most half the memory available (the
         host's, or less under a container's memory limit), else disk (the default);
-memory: one uint8 array (films, 64, 64, 3) in RAM, 12 KB a film;
+memory: one uint8 tensor (films, 64, 64, 3) in host RAM, 12 KB a film; the splits select
+        rows of it, never copies (TensorPosters);
 disk:   the same array in a local .npy file, written chunk by chunk as posters decode and
         read back a batch at a time, so RAM holds a chunk, never the dataset;
 none:   the JPEG bytes stay in RAM and every epoch decodes them again (the pipeline a
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
 CACHES = ("auto", "memory", "disk", "none")
+TF_ALIGNMENT = 64  # bytes: where TensorFlow's CPU tensors start (Eigen's maximum alignment)
 # --cache auto keeps decoded posters in RAM while they take at most this share of the
 # memory available: the rest is for TensorFlow, the model and the batches in flight.
 MEMORY_SHARE = 0.5
@@ -95,6 +98,28 @@ class DiskPosters:
 
 
 @dataclass(frozen=True)
+class TensorPosters:
+    """Rows `rows` of a uint8 (films, size, size, 3) tensor in host memory (--cache memory).
+
+    A run holds its decoded posters once: selecting films (the splits, the films with an
+    overview) selects rows, and every epoch gathers from the one tensor. Held as a numpy
+    array, each split's copy and each dataset's tensor of it had made a 1 GB cache take
+    3.6 GB at the peak.
+    """
+
+    tensor: tf.Tensor
+    rows: np.ndarray  # int64 indexes into `tensor`
+
+    dtype = np.dtype(np.uint8)
+
+    def __getitem__(self, selection: np.ndarray) -> TensorPosters:
+        return TensorPosters(self.tensor, self.rows[selection])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
 class JpegPosters:
     """The films' JPEG bytes (already checked to decode); decoded again every epoch."""
 
@@ -110,7 +135,7 @@ class JpegPosters:
         return len(self.blobs)
 
 
-Posters = np.ndarray | DiskPosters | JpegPosters
+Posters = np.ndarray | TensorPosters | DiskPosters | JpegPosters
 
 
 class PosterSink:
@@ -123,7 +148,7 @@ class PosterSink:
         shape = (films, image_size, image_size, 3)
         # memory: filled in place as chunks decode (no copy at the end; the main thread,
         # idle while tf.data decodes, takes the page faults of the fresh memory).
-        self.array = np.empty(shape if cache == "memory" else (0, *shape[1:]), np.uint8)
+        self.array = aligned_empty(shape if cache == "memory" else (0, *shape[1:]))
         self.file: np.ndarray | None = None
         if cache == "disk":
             folder = Path(cache_dir or tempfile.mkdtemp(prefix="genre-job-cache-"))
@@ -156,11 +181,33 @@ class PosterSink:
         return self.array[: self.count]
 
 
-def cache_posters(posters: np.ndarray, cache: str, cache_dir: str | None) -> Posters:
-    """Posters already decoded (a prepared dataset) into the chosen cache; there are no
-    JPEG bytes to keep, so `none` keeps them in memory."""
-    if cache != "disk":
+def cache_posters(posters: Posters, cache: str, cache_dir: str | None) -> Posters:
+    """A training run's decoded posters into the chosen cache. In memory they become one
+    tensor over the array's memory (host_tensor). A prepared dataset has no JPEG bytes to
+    keep, so `none` keeps them in memory too. Posters already held elsewhere stay there."""
+    if not isinstance(posters, np.ndarray):  # already held (disk file, JPEG bytes)
         return posters
-    sink = PosterSink("disk", len(posters), posters.shape[1], cache_dir)
-    sink.add(posters, [])
-    return sink.posters()
+    if cache == "disk":
+        sink = PosterSink("disk", len(posters), posters.shape[1], cache_dir)
+        sink.add(posters, [])
+        return sink.posters()
+    return TensorPosters(host_tensor(posters), np.arange(len(posters)))
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised uint8 array whose data starts on a 64-byte boundary, as TensorFlow
+    needs to use it in place (host_tensor)."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + TF_ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % TF_ALIGNMENT
+    return buffer[start : start + size].reshape(shape)
+
+
+def host_tensor(array: np.ndarray) -> tf.Tensor:
+    """A uint8 tensor in host memory over `array`'s memory when TensorFlow can use it in
+    place (DLPack; 64-byte aligned, contiguous), else a copy. tf.constant would hold two
+    copies at once (a 1 GB array took 2 GB more)."""
+    if array.flags.c_contiguous and array.ctypes.data % TF_ALIGNMENT == 0:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())  # keeps `array` alive
+    with tf.device("/cpu:0"):
+        return tf.constant(array)

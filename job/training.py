@@ -97,6 +97,7 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
             films, posters = features.read_posters(
                 films, images, config.image_size, cache, config.cache_dir
             )
+            posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor
     if config.model == "cnn":
         return films, posters, None
     has_overview = films.has_overview()
