@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from job import features, models
+from job.cache import cache_posters
 from job.catalogue import read_catalogue, split_of
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     films = films.subset(np.arange(len(films)) < limit)
     train = split_of(films.ids, 42, 0.1, 0.1) == "train"
     kept, posters = features.read_posters(films, str(root / "Images"), 64)
+    posters = cache_posters(posters, "memory", None)  # as a run holds them
     texts = [o for o, t in zip(films.overviews, train, strict=True) if t]
     # (name, model kind, settings): the seed's and the tuned recipe's overview model, and
     # the GPU-side options measured on this CPU (bfloat16 compute, XLA).
