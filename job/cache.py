@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,20 +77,26 @@ def host_memory_available() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(frozen=True)
-class DiskPosters:
-    """Rows `rows` of a uint8 (films, size, size, 3) array memory-mapped from a .npy file."""
+class HeldRows:
+    """Films held as rows of one uint8 (films, size, size, 3) array or tensor: selecting
+    films (the splits, the films with an overview) selects rows, never copies posters."""
 
-    array: np.ndarray  # np.memmap
-    rows: np.ndarray  # int64 indexes into `array`
-
+    rows: np.ndarray  # int64 indexes into what holds the posters
     dtype = np.dtype(np.uint8)
 
-    def __getitem__(self, selection: np.ndarray) -> DiskPosters:
-        return DiskPosters(self.array, self.rows[selection])
+    def __getitem__(self, selection: np.ndarray):
+        return replace(self, rows=self.rows[selection])
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+@dataclass(frozen=True)
+class DiskPosters(HeldRows):
+    """Rows `rows` of a uint8 (films, size, size, 3) array memory-mapped from a .npy file."""
+
+    array: np.ndarray  # np.memmap
+    rows: np.ndarray
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """A batch of posters from the file: (len(rows), size, size, 3) uint8."""
@@ -98,25 +104,16 @@ class DiskPosters:
 
 
 @dataclass(frozen=True)
-class TensorPosters:
+class TensorPosters(HeldRows):
     """Rows `rows` of a uint8 (films, size, size, 3) tensor in host memory (--cache memory).
 
-    A run holds its decoded posters once: selecting films (the splits, the films with an
-    overview) selects rows, and every epoch gathers from the one tensor. Held as a numpy
-    array, each split's copy and each dataset's tensor of it had made a 1 GB cache take
-    3.6 GB at the peak.
+    A run holds its decoded posters once, and every epoch gathers from the one tensor.
+    Held as a numpy array, each split's copy and each dataset's tensor of it had made a
+    1 GB cache take 3.6 GB at the peak.
     """
 
     tensor: tf.Tensor
-    rows: np.ndarray  # int64 indexes into `tensor`
-
-    dtype = np.dtype(np.uint8)
-
-    def __getitem__(self, selection: np.ndarray) -> TensorPosters:
-        return TensorPosters(self.tensor, self.rows[selection])
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    rows: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -166,11 +166,10 @@ def decode_one_by_one(
 
 def decode_options() -> tf.data.Options:
     """tf.data options of a pipeline that decodes JPEGs (see DECODE_CALLS)."""
-    options = tf.data.Options()
+    options = no_rewrites()
     options.autotune.enabled = False
     options.threading.private_threadpool_size = DECODE_CALLS
     options.threading.max_intra_op_parallelism = 1
-    options.experimental_optimization.apply_default_optimizations = False  # no_rewrites()
     return options
 
 
