@@ -14,8 +14,10 @@ Every kind is indexed like an array (`posters[mask]`), so splits work the same o
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -143,9 +145,13 @@ class PosterSink:
         self.blobs: list[bytes] = []
         self.count = 0
         shape = (films, image_size, image_size, 3)
-        # memory: filled in place as chunks decode (no copy at the end; the main thread,
-        # idle while tf.data decodes, takes the page faults of the fresh memory).
+        # memory: filled in place as chunks decode (no copy at the end). Its pages are
+        # touched on a thread now, while the decoding pipeline is being built (one core
+        # is idle then): taking their faults while posters decode, as copies landed, cost
+        # the first epoch 0.05 s on the 5,332 real posters (0.1 s of CPU) on this VM.
         self.array = aligned_empty(shape if cache == "memory" else (0, *shape[1:]))
+        self.touching = threading.Thread(target=touch_pages, args=(self.array,), daemon=True)
+        self.touching.start()
         self.file: np.ndarray | None = None
         if cache == "disk":
             folder = Path(cache_dir or tempfile.mkdtemp(prefix="genre-job-cache-"))
@@ -159,6 +165,7 @@ class PosterSink:
 
     def add(self, posters: np.ndarray, blobs: list[bytes]) -> None:
         """`posters`: the decoded good posters of a chunk; `blobs`: their JPEG bytes."""
+        self.touching.join()  # (done long before the first chunk decodes, usually)
         if self.cache == "disk":
             self.file[self.count : self.count + len(posters)] = posters
         elif self.cache == "none":
@@ -189,6 +196,12 @@ def cache_posters(posters: Posters, cache: str, cache_dir: str | None) -> Poster
         sink.add(posters, [])
         return sink.posters()
     return TensorPosters(host_tensor(posters), np.arange(len(posters)))
+
+
+def touch_pages(array: np.ndarray) -> None:
+    """Write a byte in every page of `array` so that the OS maps its memory now (numpy
+    lets other threads run meanwhile)."""
+    array.reshape(-1)[:: mmap.PAGESIZE] = 0
 
 
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
