@@ -97,3 +97,26 @@ def test_corrupt_posters_drop_only_themselves_in_any_batch(source, demo_dir, tmp
     assert kept.tolist() == sorted(kept.tolist())  # input order
     alone = [decode_poster(blobs[i], 64).numpy() for i in kept]
     np.testing.assert_array_equal(np.concatenate([p for _, p in decoded]), np.stack(alone))
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir, tmp_path):
+    """From a local folder no file is looked up before decoding: a missing poster fails its
+    batch like a corrupt one, and only then is it counted as "no poster"."""
+    import shutil
+
+    from job.catalogue import read_catalogue
+    from job.features import read_posters
+
+    shutil.copytree(demo_dir, tmp_path / "data")
+    films = read_catalogue(str(tmp_path / "data" / "IMDB_overview_genres.csv"))
+    missing, corrupt = films.ids[1], films.ids[2]  # both in the first batch
+    (tmp_path / "data" / "Images" / f"{missing}.jpg").unlink()
+    (tmp_path / "data" / "Images" / f"{corrupt}.jpg").write_bytes(b"<html>not found</html>")
+
+    kept, posters = read_posters(films, str(tmp_path / "data" / "Images"), 32, cache)
+
+    assert kept.dropped["no poster"] == 1
+    assert kept.dropped["poster not a readable JPEG"] == 1
+    assert kept.ids == [i for i in films.ids if i not in (missing, corrupt)]
+    assert len(posters) == len(films.ids) - 2
