@@ -21,7 +21,8 @@ from job.training import train
 
 def main() -> None:
     root = benchlib.data_root(sys.argv)
-    with tempfile.TemporaryDirectory() as folder, benchlib.GcsServer() as server:
+    server = benchlib.GcsServer(backend="filesystem")
+    with tempfile.TemporaryDirectory() as folder, server:
         sample = Path(folder) / "sample"
         sample.mkdir()
         frame = pd.read_csv(root / "IMDB_overview_genres.csv", dtype=str, keep_default_na=False)

@@ -63,6 +63,15 @@ def fetch_interleaved_per_s(urls: list[str], in_flight: int = 64) -> float:
     return fetched / (time.perf_counter() - started)
 
 
+def with_cpu_shares(measure, *processes) -> tuple[float, list[float]]:
+    """`measure()`'s result, and the cores each of `processes` (the server, the proxy:
+    anything with cpu_seconds()) used meanwhile: their share of these 2 cores."""
+    before, started = [p.cpu_seconds() for p in processes], time.perf_counter()
+    result = measure()
+    seconds = time.perf_counter() - started
+    return result, [(p.cpu_seconds() - b) / seconds for p, b in zip(processes, before, strict=True)]
+
+
 def prepared_per_s(data: str) -> float:
     started = time.perf_counter()
     films, _ = prepared.read_prepared(data, 64)
@@ -74,7 +83,7 @@ def main() -> None:
     posters_per_s(str(root))  # warm-up: TF start, page cache
     local, films = posters_per_s(str(root))
     benchlib.emit("storage", "local_folder", local, "posters/s", films=films)
-    with benchlib.GcsServer() as server:
+    with benchlib.GcsServer(backend="filesystem") as server:
         bucket = server.create_bucket("bench")
         benchlib.use_storage_endpoint(server.url)
         benchlib.upload_tree(root, f"{bucket}/imdb")
@@ -92,13 +101,20 @@ def main() -> None:
         benchlib.emit("storage", "gcs_client_cpu_per_1000_fetched", client_s, "cpu seconds")
         interleaved = fetch_interleaved_per_s(urls)
         benchlib.emit("storage", "gcs_server_fetch_interleave", interleaved, "posters/s")
-        plain, _ = posters_per_s(f"{bucket}/imdb")
+        (plain, _), (server_share,) = with_cpu_shares(
+            lambda: posters_per_s(f"{bucket}/imdb"), server
+        )
         benchlib.emit("storage", "gcs_server", plain, "posters/s", films=films)
+        benchlib.emit("storage", "gcs_server_cpu_during_pipeline", server_share, "cores")
         benchlib.emit("storage", "gcs_server_vs_local", plain / local, "ratio", goal=">= 0.9")
         with benchlib.LatencyProxy(server.url, delay_s=0.020) as proxy:
             benchlib.use_storage_endpoint(proxy.url)
-            slow, _ = posters_per_s(f"{bucket}/imdb")
+            (slow, _), (server_share, proxy_share) = with_cpu_shares(
+                lambda: posters_per_s(f"{bucket}/imdb"), server, proxy
+            )
             benchlib.emit("storage", "gcs_server_20ms", slow, "posters/s", films=films)
+            benchlib.emit("storage", "gcs_server_20ms_cpu_server", server_share, "cores")
+            benchlib.emit("storage", "gcs_server_20ms_cpu_proxy", proxy_share, "cores")
             benchlib.emit(
                 "storage", "gcs_server_20ms_vs_local", slow / local, "ratio", goal=">= 0.8"
             )
