@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "lstm_tuned")
+
 
 @pytest.mark.parametrize(
     "script, figures",
@@ -54,6 +56,12 @@ from conftest import ROOT
                 "prepared_20ms_vs_local",
             },
         ),
+        (
+            "bench_training.py",
+            {f"{run}_{figure}" for run in TRAINING_RUNS for figure in ("epoch", "input_wait")},
+        ),
+        ("bench_predict.py", {"cnn_from_bucket", "lstm_from_bucket"}),
+        ("bench_memory.py", {"train_cnn_peak_rss"}),
     ],
 )
 def test_benchmark_prints_its_figures(script, figures, demo_dir):
@@ -71,7 +79,9 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {line["figure"] for line in lines} == figures
-    # Rates and ratios are positive; a CPU share may round to 0 on the tiny demo set.
-    rates = [line for line in lines if line["unit"] not in ("cores", "cpu seconds")]
+    # Rates, ratios and memory are positive; a CPU share or the fraction of time waiting
+    # for input may round to 0 on the tiny demo set.
+    shares = ("cores", "cpu seconds", "fraction")
+    rates = [line for line in lines if line["unit"] not in shares]
     assert [line for line in rates if line["value"] <= 0] == []
     assert [line for line in lines if line["value"] < 0] == []
