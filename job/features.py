@@ -51,11 +51,11 @@ def read_posters(
     From a bucket, posters are fetched in chunks, the next chunk's requests in flight while
     this one decodes, so the bucket's latency and the decoder overlap instead of adding up;
     all chunks flow through one decoding pipeline. From a local folder, tf.data reads the
-    files itself in the decoding calls: no Python between file and decoder, and no check
-    that each file exists first (a missing one fails its batch like a corrupt one; only
-    the films left out are looked up). Reading, checking and decoding the 5,332 real
-    posters that way runs within 2% of decoding their bytes from memory. Returns the films
-    kept and their posters, uint8 (films, size, size, 3), held as `cache` says.
+    files itself in the decoding calls: no Python between file and decoder, and one
+    listing of the folder says which posters exist. Reading, checking and decoding the
+    5,332 real posters that way runs within 2% of decoding their bytes from memory.
+    Returns the films kept and their posters, uint8 (films, size, size, 3), held as
+    `cache` says.
     """
     urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
     found = np.zeros(len(urls), dtype=bool)
@@ -78,9 +78,12 @@ def read_posters(
                 yield np.array(indexes, dtype=np.int64), present
 
     folder = storage.local_path(images_url) if cache != "none" else None
-    paths = [] if folder is None else [os.path.join(folder, f"{i}.jpg") for i in catalogue.ids]
-    if paths:  # the decoding calls read the files (a missing one fails like a corrupt one)
-        stream = decode_stream(iter([(np.arange(len(paths)), paths)]), image_size, True)
+    if folder is not None:  # the decoding calls read the files
+        names, listed = [f"{film_id}.jpg" for film_id in catalogue.ids], listed_files(folder)
+        found[:] = [name in listed for name in names]
+        indexes = np.flatnonzero(found)
+        paths = [os.path.join(folder, names[i]) for i in indexes]
+        stream = decode_stream(iter([(indexes, paths)]), image_size, True)
     else:
         stream = decode_stream(fetched_chunks(), image_size)
     sink = PosterSink(cache, len(urls), image_size, cache_dir)
@@ -88,11 +91,18 @@ def read_posters(
     for indexes, images in stream:
         good[indexes] = True
         sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
-    if paths:  # which of the films left out have no poster file at all (none, usually)
-        found[:] = good
-        found[~good] = [os.path.isfile(paths[i]) for i in np.flatnonzero(~good)]
     catalogue = catalogue.drop(found, "no poster")
     return catalogue.drop(good[found], "poster not a readable JPEG"), sink.posters()
+
+
+def listed_files(folder: str) -> frozenset[str]:
+    """The names in `folder` (none if it is missing): one listing, not a look-up a film
+    (2 ms for the 5,332 real posters against 11 ms for os.path.isfile each). A missing
+    poster must not reach the decoder: its batch would fail and be decoded one by one."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:  # missing, not a folder, not readable: no posters there
+        return frozenset()
 
 
 def decode_stream(

@@ -101,8 +101,9 @@ def test_corrupt_posters_drop_only_themselves_in_any_batch(source, demo_dir, tmp
 
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir, tmp_path):
-    """From a local folder no file is looked up before decoding: a missing poster fails its
-    batch like a corrupt one, and only then is it counted as "no poster"."""
+    """A missing poster and a corrupt one in the same batch: each dropped and counted under
+    its own reason (from a local folder, one listing of the folder finds the missing one
+    before decoding)."""
     import shutil
 
     from job.catalogue import read_catalogue
