@@ -151,7 +151,8 @@ class PosterSink:
         # that had cost the first epoch 0.05 s on the 5,332 real posters on this VM.
         self.array = aligned_empty(shape if cache == "memory" else (0, *shape[1:]))
         self.touching = threading.Thread(target=touch_pages, args=(self.array,), daemon=True)
-        self.touching.start()
+        if self.array.size:  # (disk and none hold no array; nothing to touch)
+            self.touching.start()
         self.file: np.ndarray | None = None
         if cache == "disk":
             folder = Path(cache_dir or tempfile.mkdtemp(prefix="genre-job-cache-"))
@@ -165,7 +166,8 @@ class PosterSink:
 
     def add(self, posters: np.ndarray, blobs: list[bytes]) -> None:
         """`posters`: the decoded good posters of a chunk; `blobs`: their JPEG bytes."""
-        self.touching.join()  # (done long before the first chunk decodes, usually)
+        if self.touching.is_alive():  # (done long before the first chunk decodes, usually)
+            self.touching.join()
         if self.cache == "disk":
             self.file[self.count : self.count + len(posters)] = posters
         elif self.cache == "none":

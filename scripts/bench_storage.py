@@ -90,10 +90,8 @@ def main() -> None:
         prepared.write_prepared(f"{bucket}/imdb", f"{bucket}/prepared", CSV, "Images")
         # Where the 2 cores go: the server's own share of the fetch, and fetching alone.
         urls = poster_urls(f"{bucket}/imdb")
-        cpu_before, started = server.cpu_seconds(), time.perf_counter()
         ours_before = time.process_time()  # this process: the job's side of the fetch
-        fetch_only = fetch_only_per_s(urls)
-        server_share = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - started)
+        fetch_only, (server_share,) = with_cpu_shares(lambda: fetch_only_per_s(urls), server)
         benchlib.emit("storage", "gcs_server_fetch_only", fetch_only, "posters/s", films=films)
         benchlib.emit("storage", "gcs_server_cpu_during_fetch", server_share, "cores")
         # What fetching costs a node whose bucket is elsewhere: the client's CPU alone.
