@@ -7,13 +7,17 @@ folder that `sync_up` mirrors to the bucket.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
 import logging
 import os
 import posixpath
 import random
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,13 +26,17 @@ if os.environ.get("STORAGE_EMULATOR_HOST"):
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec  # noqa: E402
+import fsspec.asyn  # noqa: E402
 from fsspec.implementations.local import LocalFileSystem  # noqa: E402
+
+from job import http_get  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Posters fetched per call: gcsfs keeps the requests of one call in flight together.
-FETCH_CHUNK = 512
+# Objects fetched per chunk, and chunks in flight ahead of the one being used.
+FETCH_CHUNK = 128
+FETCH_AHEAD = 8
 
 # Retries on top of gcsfs's own. gcsfs retries each HTTP request 6 times (about 31 s of
 # back-off) on 408/429/5xx, connection resets and other aiohttp errors, but then gives up
@@ -248,24 +256,69 @@ def write_text(url: str, text: str) -> None:
 
 
 def fetch_many(urls: list[str]) -> list[bytes | None]:
-    """Fetch many small objects with many requests in flight; None where one is missing.
+    """Fetch many small objects with many requests in flight; None where one is missing."""
+    return [blob for chunk in fetch_chunks(urls) for blob in chunk]
 
-    gcsfs runs the requests of one `cat_ranges` call concurrently (a bucket answers one
-    request in 20-50 ms, so one at a time would be a thousand times too slow).
+
+def fetch_chunks(urls: list[str], chunk: int = FETCH_CHUNK) -> Iterator[list[bytes | None]]:
+    """The objects at `urls`, `chunk` at a time, in order; None where one is missing.
+
+    From a bucket, the requests of FETCH_AHEAD chunks are in flight while the caller works
+    on the one it has (a bucket answers one request in 20-50 ms, so one at a time would be
+    a thousand times too slow): the next chunks download while this one decodes.
     """
     if not urls:
-        return []
+        return
     fs, _ = filesystem(urls[0])
     paths = [fs._strip_protocol(url) for url in urls]
+    starts = range(0, len(paths), chunk)
     if isinstance(fs, LocalFileSystem):
         # Plain reads: 20 us of CPU a 25 KB poster, against 30-37 us through cat_ranges,
         # which the decoding threads feel on a first epoch (scripts/bench_pipeline.py).
         where = posixpath.dirname(urls[0])
-        return retrying(f"read {len(paths)} files from", where, lambda: read_files(paths))
-    blobs: list[bytes | None] = []
-    for start in range(0, len(paths), FETCH_CHUNK):
-        blobs += _fetch_chunk(fs, paths[start : start + FETCH_CHUNK], urls[start])
-    return blobs
+        for start in starts:
+            part = paths[start : start + chunk]
+            yield retrying(f"read {len(part)} files from", where, lambda: read_files(part))  # noqa: B023
+    elif type(fs).__name__ == "GCSFileSystem":  # bare GETs first (job/http_get.py)
+        yield from _fetch_gcs(fs, paths, urls, chunk)
+    else:  # gcsfs (or any fsspec file system) keeps the requests of one call in flight
+        for start in starts:
+            yield _fetch_chunk(fs, paths[start : start + chunk], urls[start])
+
+
+def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str], chunk: int):
+    """fetch_chunks from a bucket, over one http_get.Pool; what its connections did not
+    bring back (an answer other than 200 or 404, a failed connection) is fetched again
+    through gcsfs, with its retries and errors."""
+    headers = retrying("authorize for", urls[0], lambda: fs._get_headers(None))
+    params = fs._get_params({})  # userProject for a requester-pays bucket
+    query = f"&{urllib.parse.urlencode(params)}" if params else ""
+    links = [fs.url(path) + query for path in paths]
+    pool = http_get.Pool(links[0], headers, read_timeout_s(), http_get.CONNECTIONS)
+    starts = list(range(0, len(paths), chunk))
+
+    def submit(start: int) -> concurrent.futures.Future:
+        coroutine = pool.get_all(links[start : start + chunk])
+        return asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+
+    pending = collections.deque(submit(start) for start in starts[:FETCH_AHEAD])
+    try:
+        for number, start in enumerate(starts):
+            answers = pending.popleft().result()
+            if number + FETCH_AHEAD < len(starts):
+                pending.append(submit(starts[number + FETCH_AHEAD]))
+            blobs = [answer[1] if answer and answer[0] == 200 else None for answer in answers]
+            again = [i for i, a in enumerate(answers) if not a or a[0] not in (200, 404)]
+            if again:  # (each an object this chunk had, not in the bucket's plain answers)
+                log.debug("storage: %d objects fetched again through gcsfs", len(again))
+                part = [paths[start + i] for i in again]
+                for index, blob in zip(again, _fetch_chunk(fs, part, urls[start]), strict=True):
+                    blobs[index] = blob
+            yield blobs
+    finally:  # done, or the caller stopped early (an error)
+        for future in pending:
+            future.cancel()
+        asyncio.run_coroutine_threadsafe(pool.close(), fs.loop).result()
 
 
 def read_files(paths: list[str]) -> list[bytes | None]:

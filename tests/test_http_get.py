@@ -1,0 +1,147 @@
+"""Fetching many objects from a bucket over bare HTTP/1.1 connections (job/http_get.py),
+and what that path leaves to gcsfs (storage.fetch_many)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from benchlib import use_storage_endpoint
+from faultproxy import FaultProxy
+
+from job import http_get, storage
+
+BODIES = {f"/o/{i}": bytes([i % 251]) * (1000 + 97 * i) for i in range(40)}
+
+
+def objects_in(bucket: str, count: int) -> dict[str, bytes]:
+    """`count` objects of different sizes written to `bucket`: {url: bytes}."""
+    objects = {f"{bucket}/posters/{i}.jpg": bytes([i % 251]) * (500 + 61 * i) for i in range(count)}
+    for url, data in objects.items():
+        storage.write_bytes(url, data)
+    return objects
+
+
+def test_fetch_many_from_a_bucket_brings_every_object_over_bare_connections(bucket, caplog):
+    objects = objects_in(bucket, storage.FETCH_CHUNK * 2 + 5)  # three chunks, one partial
+    urls = [*objects, f"{bucket}/posters/missing.jpg"]
+    with caplog.at_level(logging.DEBUG, logger="job.storage"):
+        blobs = storage.fetch_many(urls)
+    assert blobs == [*objects.values(), None]  # in order; a missing object is None
+    assert "fetched again through gcsfs" not in caplog.text  # 200s and a 404: none left over
+
+
+def test_faults_on_bare_connections_are_fetched_again_through_gcsfs(bucket, gcs_server, caplog):
+    objects = objects_in(bucket, 200)
+    urls = [*objects, f"{bucket}/posters/missing.jpg"]
+    rates = {"503": 0.05, "429": 0.05, "reset": 0.05, "reset_after": 0.05}
+    try:
+        with FaultProxy(gcs_server, rates=rates, seed=5) as proxy:
+            use_storage_endpoint(proxy.url)
+            with caplog.at_level(logging.DEBUG, logger="job.storage"):
+                blobs = storage.fetch_many(urls)
+    finally:
+        use_storage_endpoint(gcs_server)
+    assert blobs == [*objects.values(), None]
+    assert all(proxy.counts[fault] > 0 for fault in rates), proxy.counts
+    assert "fetched again through gcsfs" in caplog.text
+
+
+class Server:
+    """A stdlib HTTP server on 127.0.0.1 answering BODIES, in the given HTTP version, with
+    or without Content-Length, or chunked; counts the connections it accepted."""
+
+    def __init__(self, version: str, framing: str) -> None:
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = version
+
+            def setup(self) -> None:
+                served.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:
+                body = BODIES.get(self.path)
+                self.send_response(200 if body else 404)
+                body = body or b"not found"
+                if framing == "chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                    return
+                if framing == "length":
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.connections = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def get_all(url: str, paths: list[str], timeout: float = 10.0, size: int = 4):
+    pool = http_get.Pool(url, {"User-Agent": "test"}, timeout, size)
+
+    async def run():
+        try:
+            return await pool.get_all([url + path for path in paths])
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("version", "framing"),
+    [("HTTP/1.1", "length"), ("HTTP/1.0", "length"), ("HTTP/1.0", "until-close")],
+)
+def test_pool_reads_kept_alive_closed_and_unframed_answers(version, framing):
+    server = Server(version, framing)
+    try:
+        answers = get_all(server.url, [*BODIES, "/o/missing"])
+    finally:
+        server.close()
+    assert answers == [(200, body) for body in BODIES.values()] + [(404, b"not found")]
+    # Kept alive: one connection a worker; HTTP/1.0 closes after each answer.
+    assert server.connections == (4 if version == "HTTP/1.1" else len(BODIES) + 1)
+
+
+def test_pool_leaves_a_chunked_answer_to_the_caller():
+    server = Server("HTTP/1.1", "chunked")
+    try:
+        answers = get_all(server.url, list(BODIES)[:6])
+    finally:
+        server.close()
+    assert answers == [None] * 6
+
+
+def test_pool_gives_up_on_a_stalled_server_after_its_timeout():
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
+    started = time.monotonic()
+    try:
+        answers = get_all(f"http://127.0.0.1:{listener.getsockname()[1]}", list(BODIES), 0.5)
+    finally:
+        listener.close()
+    assert answers == [None] * len(BODIES)
+    assert time.monotonic() - started < 5  # a timeout per worker, not per object
+
+
+def test_pool_answers_none_when_nothing_listens():
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]  # closed again: nothing listens there now
+    assert get_all(f"http://127.0.0.1:{port}", list(BODIES)[:5]) == [None] * 5
