@@ -8,8 +8,6 @@ folder that `sync_up` mirrors to the bucket.
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import logging
 import os
 import posixpath
@@ -287,26 +285,18 @@ def fetch_chunks(urls: list[str], chunk: int = FETCH_CHUNK) -> Iterator[list[byt
 
 
 def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str], chunk: int):
-    """fetch_chunks from a bucket, over one http_get.Pool; what its connections did not
+    """fetch_chunks from a bucket, by one http_get.Download; what its connections did not
     bring back (an answer other than 200 or 404, a failed connection) is fetched again
     through gcsfs, with its retries and errors."""
     headers = retrying("authorize for", urls[0], lambda: fs._get_headers(None))
     params = fs._get_params({})  # userProject for a requester-pays bucket
     query = f"&{urllib.parse.urlencode(params)}" if params else ""
     links = [fs.url(path) + query for path in paths]
-    pool = http_get.Pool(links[0], headers, read_timeout_s(), http_get.CONNECTIONS)
-    starts = list(range(0, len(paths), chunk))
-
-    def submit(start: int) -> concurrent.futures.Future:
-        coroutine = pool.get_all(links[start : start + chunk])
-        return asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
-
-    pending = collections.deque(submit(start) for start in starts[:FETCH_AHEAD])
+    download = http_get.Download(links, headers, read_timeout_s(), chunk, FETCH_AHEAD)
+    running = asyncio.run_coroutine_threadsafe(download.run(), fs.loop)
     try:
-        for number, start in enumerate(starts):
-            answers = pending.popleft().result()
-            if number + FETCH_AHEAD < len(starts):
-                pending.append(submit(starts[number + FETCH_AHEAD]))
+        for number, start in enumerate(range(0, len(paths), chunk)):
+            answers = download.take(number, fs.loop)
             blobs = [answer[1] if answer and answer[0] == 200 else None for answer in answers]
             again = [i for i, a in enumerate(answers) if not a or a[0] not in (200, 404)]
             if again:  # (each an object this chunk had, not in the bucket's plain answers)
@@ -316,9 +306,7 @@ def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str],
                     blobs[index] = blob
             yield blobs
     finally:  # done, or the caller stopped early (an error)
-        for future in pending:
-            future.cancel()
-        asyncio.run_coroutine_threadsafe(pool.close(), fs.loop).result()
+        running.cancel()
 
 
 def read_files(paths: list[str]) -> list[bytes | None]:

@@ -94,14 +94,20 @@ class Server:
         self.server.server_close()
 
 
-def get_all(url: str, paths: list[str], timeout: float = 10.0, size: int = 4):
-    pool = http_get.Pool(url, {"User-Agent": "test"}, timeout, size)
+def get_all(url: str, paths: list[str], timeout: float = 10.0, connections: int = 4):
+    """(status, body) answers of a Download of `paths` on `url`, in chunks of 3."""
+    download = http_get.Download(
+        [url + path for path in paths], {"User-Agent": "test"}, timeout, 3, 2, connections
+    )
 
-    async def run():
-        try:
-            return await pool.get_all([url + path for path in paths])
-        finally:
-            await pool.close()
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        running = loop.create_task(download.run())
+        answers = []
+        for number in range(len(download.chunks)):  # taken on a thread, as fetch_chunks does
+            answers += await asyncio.to_thread(download.take, number, loop)
+        await running
+        return answers
 
     return asyncio.run(run())
 
