@@ -38,6 +38,9 @@ TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "
             "bench_storage.py",
             {
                 "local_folder",
+                "local_folder_job_cpu_per_poster",
+                "gcs_server_job_cpu_per_poster",
+                "gcs_server_job_cpu_vs_local",
                 "gcs_server_fetch_only",
                 "gcs_server_fetch_interleave",
                 "gcs_server_20ms_fetch_only",
@@ -81,7 +84,7 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir):
     assert {line["figure"] for line in lines} == figures
     # Rates, ratios and memory are positive; a CPU share or the fraction of time waiting
     # for input may round to 0 on the tiny demo set.
-    shares = ("cores", "cpu seconds", "fraction")
+    shares = ("cores", "cpu seconds", "cpu ms", "fraction")
     rates = [line for line in lines if line["unit"] not in shares]
     assert [line for line in rates if line["value"] <= 0] == []
     assert [line for line in lines if line["value"] < 0] == []

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -56,7 +59,7 @@ class Server:
     """A stdlib HTTP server on 127.0.0.1 answering BODIES, in the given HTTP version, with
     or without Content-Length, or chunked; counts the connections it accepted."""
 
-    def __init__(self, version: str, framing: str) -> None:
+    def __init__(self, version: str, framing: str, tls: tuple[str, str] | None = None) -> None:
         served = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -86,7 +89,13 @@ class Server:
         self.connections = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls:  # (certificate, key) files
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -151,3 +160,24 @@ def test_pool_answers_none_when_nothing_listens():
     with socket.create_server(("127.0.0.1", 0)) as placeholder:
         port = placeholder.getsockname()[1]  # closed again: nothing listens there now
     assert get_all(f"http://127.0.0.1:{port}", list(BODIES)[:5]) == [None] * 5
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl command to make a certificate")
+def test_pool_speaks_tls_and_checks_the_certificate(tmp_path, monkeypatch):
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    server = Server("HTTP/1.1", "length", tls=(str(certificate), str(key)))
+    try:
+        # Not a certificate this client trusts: no answers (gcsfs then fails, with why).
+        assert get_all(server.url, list(BODIES)[:5]) == [None] * 5
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # now it is
+        answers = get_all(server.url, [*BODIES, "/o/missing"])
+    finally:
+        server.close()
+    assert answers == [(200, body) for body in BODIES.values()] + [(404, b"not found")]
