@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ssl
+import time
 import urllib.parse
 
 # Connections, each with one request in flight: 128 could keep a bucket 20 ms away at
@@ -53,6 +54,7 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self.last_data = time.monotonic()  # (a stall is a quiet connection, not a long one)
         if self.waiter is None or self.waiter.done():
             return  # nothing asked: the connection is dropped before its next use
         if not self.head_read:
@@ -68,7 +70,8 @@ class HttpConnection(asyncio.Protocol):
             if self.waiter.done():  # refused
                 return
         if self.length is not None and len(self.buffer) >= self.length:
-            body = bytes(self.buffer[: self.length])
+            with memoryview(self.buffer) as view:  # one copy (a shard can be 200 MB)
+                body = bytes(view[: self.length])
             del self.buffer[: self.length]
             self.waiter.set_result((self.status, body))
 
@@ -81,30 +84,39 @@ class HttpConnection(asyncio.Protocol):
             headers[name.strip().lower()] = value.strip().lower()
         self.status, self.head_read = int(status), True
         self.keep_alive = version == "HTTP/1.1" and headers.get("connection") != "close"
-        if "transfer-encoding" in headers:  # chunked: not read here
+        if "transfer-encoding" in headers or headers.get("content-encoding", "identity") != (
+            "identity"
+        ):  # chunked or compressed: not read here
             self.keep_alive = False
-            self.waiter.set_exception(Unusable(f"transfer-encoding {headers['transfer-encoding']}"))
+            self.waiter.set_exception(Unusable(f"answer framing {headers}"))
         elif "content-length" in headers:
             self.length = int(headers["content-length"])
         else:
             self.keep_alive = False
 
     async def get(self, request: bytes, timeout: float) -> tuple[int, bytes]:
-        """(status, body) of one request; TimeoutError when no answer comes in `timeout` s
-        (a timer, not asyncio.wait_for: that makes a task a request)."""
-        loop = asyncio.get_running_loop()
-        self.waiter = waiter = loop.create_future()
+        """(status, body) of one request; TimeoutError when no byte of the answer comes
+        for `timeout` s (a timer, not asyncio.wait_for: that makes a task a request)."""
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
         self.head_read, self.length = False, None
         self.transport.write(request)
-        timer = loop.call_later(timeout, self.stalled, waiter)
+        self.last_data = time.monotonic()
+        self.timer = asyncio.get_running_loop().call_later(timeout, self.stalled, timeout)
         try:
             return await waiter
         finally:
-            timer.cancel()
+            self.timer.cancel()
 
-    def stalled(self, waiter: asyncio.Future) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError("no answer from the server"))
+    def stalled(self, timeout: float) -> None:
+        if self.waiter.done():
+            return
+        quiet = time.monotonic() - self.last_data
+        if quiet < timeout:  # bytes came meanwhile (a large object): wait on
+            self.timer = asyncio.get_running_loop().call_later(
+                timeout - quiet, self.stalled, timeout
+            )
+        else:
+            self.waiter.set_exception(TimeoutError(f"no answer from the server for {timeout} s"))
 
 
 async def open_connection(url: urllib.parse.SplitResult, timeout: float) -> HttpConnection:

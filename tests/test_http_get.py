@@ -78,9 +78,15 @@ class Server:
                     self.end_headers()
                     self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
                     return
-                if framing == "length":
+                if framing in ("length", "trickle"):
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if framing == "trickle":  # a slow large object: a tenth at a time
+                    for start in range(0, len(body), len(body) // 10 + 1):
+                        self.wfile.write(body[start : start + len(body) // 10 + 1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args) -> None:
@@ -154,6 +160,15 @@ def test_pool_gives_up_on_a_stalled_server_after_its_timeout():
         listener.close()
     assert answers == [None] * len(BODIES)
     assert time.monotonic() - started < 5  # a timeout per worker, not per object
+
+
+def test_pool_waits_on_a_slow_answer_whose_bytes_keep_coming():
+    server = Server("HTTP/1.1", "trickle")
+    try:  # each answer takes 1 s, its parts 0.1 s apart: no quiet spell of 0.5 s
+        answers = get_all(server.url, ["/o/39"], timeout=0.5)
+    finally:
+        server.close()
+    assert answers == [(200, BODIES["/o/39"])]
 
 
 def test_pool_answers_none_when_nothing_listens():
