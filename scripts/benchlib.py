@@ -170,7 +170,9 @@ class LatencyProxy:
         )
 
     async def serve_forever(self) -> None:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        # The job opens 128 connections at once (job/http_get.py): with asyncio's default
+        # backlog of 100, the rest waited a second for SYN retransmission, in one run of two.
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024)
         async with server:
             await server.serve_forever()
 
