@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from job import storage
+from job import fetching, storage
 from job.cache import DiskPosters, JpegPosters, Posters, PosterSink, TensorPosters
 from job.catalogue import Catalogue
 
@@ -60,7 +60,7 @@ def read_posters(
 
     def fetched_chunks() -> Iterator[tuple[np.ndarray, list[bytes]]]:
         start = 0
-        for blobs in storage.fetch_chunks(urls):  # the next chunks in flight meanwhile
+        for blobs in fetching.fetch_chunks(urls):  # the next chunks in flight meanwhile
             indexes = [start + i for i, blob in enumerate(blobs) if blob is not None]
             found[indexes] = True
             present = [blobs[i - start] for i in indexes]

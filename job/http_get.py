@@ -25,7 +25,8 @@ CONNECT_TIMEOUT_S = 30.0  # as gcsfs's (job/storage.py)
 
 
 class Unusable(Exception):
-    """An answer this client does not read (chunked); its object goes to gcsfs."""
+    """An answer this client does not read (chunked, compressed, not HTTP); its object
+    goes to gcsfs."""
 
 
 class HttpConnection(asyncio.Protocol):

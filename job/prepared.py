@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from job import features, storage
+from job import features, fetching, storage
 from job.catalogue import Catalogue, read_catalogue
 from job.errors import InputError
 
@@ -93,7 +93,7 @@ def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray]:
         "poster": tf.io.FixedLenFeature([], tf.string),
         "labels": tf.io.FixedLenFeature([len(genres)], tf.float32),
     }
-    blobs = storage.fetch_many([storage.join(data, s) for s in manifest["shards"]])
+    blobs = fetching.fetch_many([storage.join(data, s) for s in manifest["shards"]])
     ids, overviews, posters, labels = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         paths = []

@@ -15,7 +15,7 @@ import time
 import benchlib
 import tensorflow as tf
 
-from job import features, prepared, storage
+from job import features, fetching, prepared, storage
 from job.catalogue import read_catalogue
 
 CSV = "IMDB_overview_genres.csv"
@@ -46,7 +46,7 @@ def poster_urls(data: str) -> list[str]:
 def fetch_only_per_s(urls: list[str]) -> float:
     """Posters/s of the job's concurrent fetch alone (gcsfs batch `cat`), no decoding."""
     started = time.perf_counter()
-    storage.fetch_many(urls)
+    fetching.fetch_many(urls)
     return len(urls) / (time.perf_counter() - started)
 
 

@@ -1,5 +1,5 @@
 """Fetching many objects from a bucket over bare HTTP/1.1 connections (job/http_get.py),
-and what that path leaves to gcsfs (storage.fetch_many)."""
+and what that path leaves to gcsfs (fetching.fetch_many)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from benchlib import use_storage_endpoint
 from faultproxy import FaultProxy
 
-from job import http_get, storage
+from job import fetching, http_get, storage
 
 BODIES = {f"/o/{i}": bytes([i % 251]) * (1000 + 97 * i) for i in range(40)}
 
@@ -31,10 +31,10 @@ def objects_in(bucket: str, count: int) -> dict[str, bytes]:
 
 
 def test_fetch_many_from_a_bucket_brings_every_object_over_bare_connections(bucket, caplog):
-    objects = objects_in(bucket, storage.FETCH_CHUNK * 2 + 5)  # three chunks, one partial
+    objects = objects_in(bucket, fetching.FETCH_CHUNK * 2 + 5)  # three chunks, one partial
     urls = [*objects, f"{bucket}/posters/missing.jpg"]
-    with caplog.at_level(logging.DEBUG, logger="job.storage"):
-        blobs = storage.fetch_many(urls)
+    with caplog.at_level(logging.DEBUG, logger="job.fetching"):
+        blobs = fetching.fetch_many(urls)
     assert blobs == [*objects.values(), None]  # in order; a missing object is None
     assert "fetched again through gcsfs" not in caplog.text  # 200s and a 404: none left over
 
@@ -46,8 +46,8 @@ def test_faults_on_bare_connections_are_fetched_again_through_gcsfs(bucket, gcs_
     try:
         with FaultProxy(gcs_server, rates=rates, seed=5) as proxy:
             use_storage_endpoint(proxy.url)
-            with caplog.at_level(logging.DEBUG, logger="job.storage"):
-                blobs = storage.fetch_many(urls)
+            with caplog.at_level(logging.DEBUG, logger="job.fetching"):
+                blobs = fetching.fetch_many(urls)
     finally:
         use_storage_endpoint(gcs_server)
     assert blobs == [*objects.values(), None]
