@@ -53,7 +53,7 @@ def fetch_chunks(urls: list[str], chunk: int = FETCH_CHUNK) -> Iterator[list[byt
             yield retrying(f"read {len(part)} files from", where, lambda: read_files(part))  # noqa: B023
     elif type(fs).__name__ == "GCSFileSystem":  # bare GETs first (job/http_get.py)
         yield from _fetch_gcs(fs, paths, urls, chunk)
-    else:  # gcsfs (or any fsspec file system) keeps the requests of one call in flight
+    else:  # any other fsspec file system (memory://): one cat_ranges call a chunk
         for start in starts:
             yield _fetch_chunk(fs, paths[start : start + chunk], urls[start])
 
