@@ -69,7 +69,12 @@ class Server:
                 served.connections += 1
                 super().setup()
 
+            def finish(self) -> None:
+                super().finish()
+                served.closed += 1
+
             def do_GET(self) -> None:
+                served.requests += 1
                 body = BODIES.get(self.path)
                 self.send_response(200 if body else 404)
                 body = body or b"not found"
@@ -92,7 +97,7 @@ class Server:
             def log_message(self, *args) -> None:
                 pass
 
-        self.connections = 0
+        self.connections = self.requests = self.closed = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         scheme = "http"
@@ -196,3 +201,37 @@ def test_pool_speaks_tls_and_checks_the_certificate(tmp_path, monkeypatch):
     finally:
         server.close()
     assert answers == [(200, body) for body in BODIES.values()] + [(404, b"not found")]
+
+
+def test_download_stays_a_few_chunks_ahead_of_the_caller():
+    server = Server("HTTP/1.1", "length")
+    urls = [server.url + path for path in BODIES]
+    download = http_get.Download(urls, {}, 10.0, chunk=3, ahead=2, connections=4)
+
+    async def run() -> tuple[list, int]:
+        loop = asyncio.get_running_loop()
+        running = loop.create_task(download.run())
+        first = await asyncio.to_thread(download.take, 0, loop)
+        await asyncio.sleep(0.3)  # the caller busy with chunk 0: workers wait
+        requested = server.requests
+        running.cancel()  # the caller stopped: the connections close
+        await asyncio.sleep(0.3)
+        return first, requested
+
+    try:
+        first, requested = asyncio.run(run())
+    finally:
+        server.close()
+    assert first == [(200, body) for body in list(BODIES.values())[:3]]
+    assert requested == 9  # chunk 0 and the 2 ahead of it, not the 40 objects
+    assert server.connections == 4 and server.closed == 4
+
+
+def test_fetch_chunks_stopped_early_then_fetched_again(bucket, caplog):
+    objects = objects_in(bucket, fetching.FETCH_CHUNK * 3)
+    chunks = fetching.fetch_chunks(list(objects))
+    assert next(chunks) == list(objects.values())[: fetching.FETCH_CHUNK]
+    with caplog.at_level(logging.DEBUG, logger="job.fetching"):
+        chunks.close()  # the caller stopped (an error): the download is cancelled
+        assert fetching.fetch_many(list(objects)[-5:]) == list(objects.values())[-5:]
+    assert caplog.text == ""  # nothing failed, nothing fetched again
