@@ -152,11 +152,11 @@ class Download:
         connections: int = CONNECTIONS,
     ) -> None:
         self.urls, self.timeout, self.chunk, self.ahead = urls, timeout, chunk, ahead
-        self.host = urllib.parse.urlsplit(urls[0]) if urls else None
-        self.origin = f"{self.host.scheme}://{self.host.netloc}" if urls else ""
-        netloc = self.host.netloc if urls else ""
+        self.host = urllib.parse.urlsplit(urls[0])  # (urls: at least one)
+        self.origin = f"{self.host.scheme}://{self.host.netloc}"
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        self.head = f" HTTP/1.1\r\nHost: {netloc}\r\n{extra}\r\n"
+        # A request: "GET " + the URL's path and query + this (the Host, the caller's headers).
+        self.head = f" HTTP/1.1\r\nHost: {self.host.netloc}\r\n{extra}\r\n"
         self.workers = min(connections, len(urls))
         self.answers: list[tuple[int, bytes] | None] = [None] * len(urls)
         starts = range(0, len(urls), chunk)
