@@ -7,7 +7,8 @@ CONNECTIONS connections sends one bare GET at a time and reads the Content-Lengt
 straight off the socket: 0.06 ms a poster (scripts/bench_storage.py). Only the plain
 case is handled: 200 (the bytes) and 404 (missing). Any other answer, a
 chunked body, a broken or stalled connection leaves that object to the caller, who
-fetches it again through gcsfs, with its retries, credential refresh and errors.
+fetches it again through gcsfs, with its retries, credential refresh and errors (and a
+worker that met a stall or an answer it cannot read stops asking).
 """
 
 from __future__ import annotations
@@ -216,10 +217,12 @@ class Download:
                     if not connection.keep_alive:
                         connection.transport.close()
                         connection = None
-                except TimeoutError:  # a stalled server: this worker stops, gcsfs takes over
+                except (TimeoutError, Unusable):
+                    # A stalled server, or answers this client does not read (chunked:
+                    # GCS sends gzip-stored objects so): this worker stops, gcsfs takes over.
                     self.answered(index)
                     return
-                except (OSError, Unusable):  # no answer: on a new connection, the next
+                except OSError:  # a reset: the next request on a new connection
                     connection.transport.abort()
                     connection = None
                 self.answered(index)
