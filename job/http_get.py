@@ -99,6 +99,8 @@ class HttpConnection(asyncio.Protocol):
     async def get(self, request: bytes, timeout: float) -> tuple[int, bytes]:
         """(status, body) of one request; TimeoutError when no byte of the answer comes
         for `timeout` s (a timer, not asyncio.wait_for: that makes a task a request)."""
+        if self.closed:  # (the caller checks; a write to a closed transport is dropped)
+            raise ConnectionError("connection already closed")
         self.waiter = waiter = asyncio.get_running_loop().create_future()
         self.head_read, self.length = False, None
         self.transport.write(request)
@@ -173,7 +175,9 @@ class Download:
         self.chunks[number].result()
         loop.call_soon_threadsafe(self.allow, number + 1 + self.ahead)
         start = number * self.chunk
-        return self.answers[start : start + self.chunk]
+        answers = self.answers[start : start + self.chunk]
+        self.answers[start : start + len(answers)] = [None] * len(answers)  # not held here
+        return answers
 
     def allow(self, chunks: int) -> None:
         self.limit = min(len(self.urls), chunks * self.chunk)
@@ -204,7 +208,7 @@ class Download:
                     continue
                 index, self.next = self.next, self.next + 1
                 try:
-                    if connection is None:
+                    if connection is None or connection.closed:  # (closed while idle)
                         connection = await open_connection(self.host, CONNECT_TIMEOUT_S)
                 except (OSError, TimeoutError):  # cannot connect: the others go on
                     self.answered(index)

@@ -1,7 +1,8 @@
 """Benchmark 2: the poster pipeline reading from a GCS-protocol server on 127.0.0.1,
 plain and behind a proxy adding 20 ms per request, against the local-folder rate; the
-prepared TFRecord form behind the proxy; and the two ways to keep many requests in flight
-(gcsfs batch `cat`, which the job uses, and a tf.data interleave of single reads).
+prepared TFRecord form behind the proxy; and two ways to keep many requests in flight
+(the job's kept-alive connections, job/http_get.py, and a tf.data interleave of single
+gcsfs reads).
 
     python scripts/bench_storage.py [DATASET_ROOT] [FILMS]
 """
@@ -44,7 +45,7 @@ def poster_urls(data: str) -> list[str]:
 
 
 def fetch_only_per_s(urls: list[str]) -> float:
-    """Posters/s of the job's concurrent fetch alone (gcsfs batch `cat`), no decoding."""
+    """Posters/s of the job's concurrent fetch alone (fetching.fetch_many), no decoding."""
     started = time.perf_counter()
     fetching.fetch_many(urls)
     return len(urls) / (time.perf_counter() - started)

@@ -59,11 +59,18 @@ class Server:
     """A stdlib HTTP server on 127.0.0.1 answering BODIES, in the given HTTP version, with
     or without Content-Length, or chunked; counts the connections it accepted."""
 
-    def __init__(self, version: str, framing: str, tls: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        version: str,
+        framing: str,
+        tls: tuple[str, str] | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
         served = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = version
+            timeout = idle_timeout  # a kept-alive connection quiet this long is closed
 
             def setup(self) -> None:
                 served.connections += 1
@@ -224,6 +231,7 @@ def test_download_stays_a_few_chunks_ahead_of_the_caller():
     finally:
         server.close()
     assert first == [(200, body) for body in list(BODIES.values())[:3]]
+    assert download.answers[:3] == [None] * 3  # taken: no longer held
     assert requested == 9  # chunk 0 and the 2 ahead of it, not the 40 objects
     assert server.connections == 4 and server.closed == 4
 
@@ -236,3 +244,28 @@ def test_fetch_chunks_stopped_early_then_fetched_again(bucket, caplog):
         chunks.close()  # the caller stopped (an error): the download is cancelled
         assert fetching.fetch_many(list(objects)[-5:]) == list(objects.values())[-5:]
     assert caplog.text == ""  # nothing failed, nothing fetched again
+
+
+def test_download_reconnects_when_the_server_closed_an_idle_connection():
+    server = Server("HTTP/1.1", "length", idle_timeout=0.2)
+    urls = [server.url + path for path in BODIES]
+    download = http_get.Download(urls, {}, 5.0, chunk=4, ahead=1, connections=2)
+
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        running = loop.create_task(download.run())
+        answers = await asyncio.to_thread(download.take, 0, loop)
+        await asyncio.sleep(0.6)  # the caller busy: the server closes the idle connections
+        for number in range(1, len(download.chunks)):
+            answers += await asyncio.to_thread(download.take, number, loop)
+        await running
+        return answers
+
+    started = time.monotonic()
+    try:
+        answers = asyncio.run(run())
+    finally:
+        server.close()
+    assert answers == [(200, body) for body in BODIES.values()]
+    assert server.requests == len(BODIES)  # none lost on a closed connection
+    assert time.monotonic() - started < 3  # no request waited for its timeout
