@@ -88,3 +88,42 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir):
     rates = [line for line in lines if line["unit"] not in shares]
     assert [line for line in rates if line["value"] <= 0] == []
     assert [line for line in lines if line["value"] < 0] == []
+
+
+def test_latency_proxy_delays_each_request_and_passes_bytes_intact(gcs_server, bucket):
+    """The benchmark's latency proxy: each request reaches the server `delay_s` later; a
+    large answer (past the transports' write buffers: flow control) arrives whole; a
+    client that leaves mid-answer does not stop the proxy serving the next one."""
+    import http.client
+    import time
+
+    from benchlib import LatencyProxy
+
+    from job import storage
+
+    body = os.urandom(8 * 2**20)
+    storage.write_bytes(f"{bucket}/big.bin", body)
+    path = f"/storage/v1/b/{bucket[5:]}/o/big.bin?alt=media"
+    with LatencyProxy(gcs_server, delay_s=0.25) as proxy:
+
+        def connect() -> http.client.HTTPConnection:
+            return http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+
+        def get(connection: http.client.HTTPConnection, whole: bool = True):
+            started = time.perf_counter()
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            waited = time.perf_counter() - started
+            return waited, answer.read() if whole else answer.read(1000)
+
+        kept_alive = connect()
+        for _ in range(2):  # the first while the proxy connects upstream, then on the way
+            waited, data = get(kept_alive)
+            assert 0.25 <= waited < 5
+            assert data == body
+        leaving = connect()
+        assert get(leaving, whole=False)[1] == body[:1000]
+        leaving.close()  # mid-answer
+        waited, data = get(kept_alive)
+        assert 0.25 <= waited < 5
+        assert data == body
