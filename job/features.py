@@ -215,20 +215,34 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
 
 def decode_poster(blob: tf.Tensor, image_size: int) -> tf.Tensor:
     """JPEG bytes -> (size, size, 3) uint8; fails on corrupt or oversized (bomb) posters."""
-    height_width = tf.cast(tf.image.extract_jpeg_shape(blob)[:2], tf.int64)
+    shape = tf.image.extract_jpeg_shape(blob)  # (height, width, channels), from the header
     # A plain Assert with a constant message: assert_less_equal's message holds the
     # tensors, which puts a cond in every poster's decoding (0.015 s more on 5,332 posters).
     small = tf.debugging.Assert(
-        height_width[0] * height_width[1] <= MAX_POSTER_PIXELS, ["poster over 25 megapixels"]
+        tf.reduce_prod(tf.cast(shape[:2], tf.int64)) <= MAX_POSTER_PIXELS,
+        ["poster over 25 megapixels"],
     )
     with tf.control_dependencies([small]):
-        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8; errors if corrupt
-    return resize_poster(image, image_size)
+        return decode_resized(blob, shape, image_size)  # errors if corrupt
 
 
-def resize_poster(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """(h, w, 3) uint8 -> (size, size, 3) uint8, area-averaged so small posters keep detail."""
-    resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+def decode_resized(blob: tf.Tensor, shape: tf.Tensor, image_size: int) -> tf.Tensor:
+    """JPEG bytes of `shape` (extract_jpeg_shape's) -> (size, size, 3) uint8.
+
+    libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT coefficients,
+    skipping most of the work; the poster is decoded at the smallest of these that keeps
+    both sides at least `image_size`, then area-averaged down to it. For the real 150x300
+    posters that is half size, then 75x150 -> 64x64: 255 us a poster on one core here,
+    against 400 us for a full decode and an antialiased bilinear resize (which it differs
+    from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
+    """
+    smaller_side = tf.reduce_min(shape[:2])
+    halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
+    image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
+        halvings,
+        [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in (1, 2, 4, 8)],
+    )  # (h / ratio, w / ratio, 3) uint8
+    resized = tf.image.resize(image, [image_size, image_size], method="area")
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 

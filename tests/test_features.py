@@ -121,3 +121,30 @@ def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir,
     assert kept.dropped["poster not a readable JPEG"] == 1
     assert kept.ids == [i for i in films.ids if i not in (missing, corrupt)]
     assert len(posters) == len(films.ids) - 2
+
+
+@pytest.mark.parametrize(
+    "height, width, ratio",
+    [(300, 150, 2), (100, 90, 1), (127, 400, 1), (260, 300, 4), (1100, 600, 8)],
+)
+def test_posters_decode_at_the_smallest_scale_that_keeps_both_sides(height, width, ratio):
+    """libjpeg's scaled decoding (1/2, 1/4, 1/8) is chosen from the header: the smallest
+    scale whose sides are both still at least 64; then an area resize to 64x64."""
+    import tensorflow as tf
+
+    from job.features import decode_poster
+
+    rows, columns = np.mgrid[0:height, 0:width]
+    image = np.stack([rows * 255 // height, columns * 255 // width, (rows + columns) % 256], -1)
+    blob = tf.io.encode_jpeg(image.astype(np.uint8), quality=95)
+
+    def area_resized(decoded: tf.Tensor) -> np.ndarray:
+        resized = tf.image.resize(decoded, [64, 64], method="area")
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+    poster = decode_poster(blob, 64).numpy()
+    assert poster.shape == (64, 64, 3)
+    assert np.array_equal(poster, area_resized(tf.io.decode_jpeg(blob, channels=3, ratio=ratio)))
+    # ... and what the full-size decode would have given, to within JPEG's own error
+    full = area_resized(tf.io.decode_jpeg(blob, channels=3))
+    assert np.abs(poster.astype(int) - full).mean() < 3
