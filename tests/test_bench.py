@@ -22,6 +22,7 @@ TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "
             {
                 "raw_decode_resize",
                 "raw_decode_resize_tf_defaults",
+                "raw_full_size_decode_resize",
                 "raw_decode_resize_per_poster",
                 "raw_decode_resize_batched",
                 "first_epoch",
