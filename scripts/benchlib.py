@@ -173,7 +173,7 @@ class LatencyProxy:
             upstream.transport.close()
 
     async def serve_forever(self) -> None:
-        # The job opens 128 connections at once (job/http_get.py): with asyncio's default
+        # The job opens 128-1,024 connections at once (job/http_get.py): with asyncio's default
         # backlog of 100, the rest waited a second for SYN retransmission, in one run of two.
         loop = asyncio.get_running_loop()
 
