@@ -124,11 +124,12 @@ class JpegPosters:
 
     blobs: np.ndarray  # object array of bytes, one a film
     image_size: int
+    decoding: str  # features.POSTER_DECODINGS
 
     dtype = np.dtype(np.uint8)  # what decoding gives
 
     def __getitem__(self, selection: np.ndarray) -> JpegPosters:
-        return JpegPosters(self.blobs[selection], self.image_size)
+        return replace(self, blobs=self.blobs[selection])
 
     def __len__(self) -> int:
         return len(self.blobs)
@@ -140,8 +141,15 @@ Posters = np.ndarray | TensorPosters | DiskPosters | JpegPosters
 class PosterSink:
     """Collects decoded chunks of posters (and their JPEG bytes) into the chosen cache."""
 
-    def __init__(self, cache: str, films: int, image_size: int, cache_dir: str | None) -> None:
-        self.cache, self.image_size = cache, image_size
+    def __init__(
+        self,
+        cache: str,
+        films: int,
+        image_size: int,
+        cache_dir: str | None,
+        decoding: str = "",  # --cache none: how its JPEGs decode every epoch
+    ) -> None:
+        self.cache, self.image_size, self.decoding = cache, image_size, decoding
         self.blobs: list[bytes] = []
         self.count = 0
         shape = (films, image_size, image_size, 3)
@@ -183,7 +191,7 @@ class PosterSink:
         if self.cache == "none":
             blobs = np.empty(len(self.blobs), dtype=object)
             blobs[:] = self.blobs
-            return JpegPosters(blobs, self.image_size)
+            return JpegPosters(blobs, self.image_size, self.decoding)
         return self.array[: self.count]
 
 

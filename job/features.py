@@ -39,6 +39,11 @@ GATHER_CALLS = len(os.sched_getaffinity(0))
 MAX_POSTER_PIXELS = 25_000_000
 # Posters decoded per call of the decoding map (see decode_stream).
 DECODE_BATCH = 64
+# How posters become the model's input (decode_resized). A run records its own in
+# config.json (`poster_decoding`) and `predict` decodes as the run did: "full_bilinear"
+# was the only way until 2026-11-26, and runs from before record nothing.
+POSTER_DECODINGS = ("scaled_area", "full_bilinear")
+POSTER_DECODING = "scaled_area"
 
 
 def read_posters(
@@ -47,6 +52,7 @@ def read_posters(
     image_size: int,
     cache: str = "memory",
     cache_dir: str | None = None,
+    decoding: str = POSTER_DECODING,
 ) -> tuple[Catalogue, Posters]:
     """Fetch and decode every film's poster; films without a usable one are dropped.
 
@@ -80,10 +86,10 @@ def read_posters(
         found[:] = [name in listed for name in names]
         indexes = np.flatnonzero(found)
         paths = [os.path.join(folder, names[i]) for i in indexes]
-        stream = decode_stream(iter([(indexes, paths)]), image_size, True)
+        stream = decode_stream(iter([(indexes, paths)]), image_size, True, decoding)
     else:
-        stream = decode_stream(fetched_chunks(), image_size)
-    sink = PosterSink(cache, len(urls), image_size, cache_dir)
+        stream = decode_stream(fetched_chunks(), image_size, decoding=decoding)
+    sink = PosterSink(cache, len(urls), image_size, cache_dir, decoding)
     good = np.zeros(len(urls), dtype=bool)
     for indexes, images in stream:
         good[indexes] = True
@@ -103,7 +109,10 @@ def listed_files(folder: str) -> frozenset[str]:
 
 
 def decode_stream(
-    chunks: Iterator[tuple[np.ndarray, list]], image_size: int, files: bool = False
+    chunks: Iterator[tuple[np.ndarray, list]],
+    image_size: int,
+    files: bool = False,
+    decoding: str = POSTER_DECODING,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(indexes, JPEG bytes, or with `files` local file paths) chunks -> (indexes, posters
     (n, size, size, 3) uint8) batches of the posters that decode, in input order; corrupt
@@ -138,7 +147,7 @@ def decode_stream(
     spec = tf.TensorSpec((image_size, image_size, 3), tf.uint8)
 
     def decode_one(item: tf.Tensor) -> tf.Tensor:  # read in the same loop: one map_fn
-        return decode_poster(tf.io.read_file(item) if files else item, image_size)
+        return decode_poster(tf.io.read_file(item) if files else item, image_size, decoding)
 
     def decode(indexes: tf.Tensor, items: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return indexes, tf.map_fn(decode_one, items, fn_output_signature=spec)
@@ -151,23 +160,23 @@ def decode_stream(
     position = 0
     for indexes, posters in pipeline.as_numpy_iterator():
         while taken[position][0][0] != indexes[0]:  # skipped batches come before this one
-            yield decode_one_by_one(*taken[position], image_size, files)
+            yield decode_one_by_one(*taken[position], image_size, files, decoding)
             taken[position], position = None, position + 1
         yield indexes, posters
         taken[position], position = None, position + 1
     for batch in taken[position:]:
-        yield decode_one_by_one(*batch, image_size, files)
+        yield decode_one_by_one(*batch, image_size, files, decoding)
 
 
 def decode_one_by_one(
-    indexes: np.ndarray, items: np.ndarray, image_size: int, files: bool
+    indexes: np.ndarray, items: np.ndarray, image_size: int, files: bool, decoding: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The posters of a batch that failed, each decoded alone; the corrupt ones left out."""
     kept, posters = [], [np.zeros((0, image_size, image_size, 3), np.uint8)]
     for index, item in zip(indexes, items, strict=True):
         try:
             blob = Path(item).read_bytes() if files else item
-            posters.append(decode_poster(tf.constant(blob), image_size).numpy()[None])
+            posters.append(decode_poster(tf.constant(blob), image_size, decoding).numpy()[None])
         except (OSError, tf.errors.InvalidArgumentError):  # unreadable, corrupt, or a bomb
             continue
         kept.append(index)
@@ -213,7 +222,7 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
     return np.concatenate(posters), good
 
 
-def decode_poster(blob: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_poster(blob: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING) -> tf.Tensor:
     """JPEG bytes -> (size, size, 3) uint8; fails on corrupt or oversized (bomb) posters."""
     shape = tf.image.extract_jpeg_shape(blob)  # (height, width, channels), from the header
     # A plain Assert with a constant message: assert_less_equal's message holds the
@@ -223,19 +232,26 @@ def decode_poster(blob: tf.Tensor, image_size: int) -> tf.Tensor:
         ["poster over 25 megapixels"],
     )
     with tf.control_dependencies([small]):
-        return decode_resized(blob, shape, image_size)  # errors if corrupt
+        return decode_resized(blob, shape, image_size, decoding)  # errors if corrupt
 
 
-def decode_resized(blob: tf.Tensor, shape: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_resized(
+    blob: tf.Tensor, shape: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING
+) -> tf.Tensor:
     """JPEG bytes of `shape` (extract_jpeg_shape's) -> (size, size, 3) uint8.
 
-    libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT coefficients,
-    skipping most of the work; the poster is decoded at the smallest of these that keeps
-    both sides at least `image_size`, then area-averaged down to it. For the real 150x300
-    posters that is half size, then 75x150 -> 64x64: 255 us a poster on one core here,
-    against 400 us for a full decode and an antialiased bilinear resize (which it differs
-    from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
+    "scaled_area": libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT
+    coefficients, skipping most of the work; the poster is decoded at the smallest of these
+    that keeps both sides at least `image_size`, then area-averaged down to it. For the
+    real 150x300 posters that is half size, then 75x150 -> 64x64: 255 us a poster on one
+    core here, against 400 us for a full decode and an antialiased bilinear resize (which
+    it differs from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
+    "full_bilinear": that full-size decode and antialiased bilinear resize.
     """
+    if decoding == "full_bilinear":
+        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8
+        resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
     smaller_side = tf.reduce_min(shape[:2])
     halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
     image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
@@ -359,7 +375,7 @@ def jpeg_decoder(posters: JpegPosters):
     spec = tf.TensorSpec((size, size, 3), tf.uint8)
 
     def decode_one(blob: tf.Tensor) -> tf.Tensor:
-        return decode_poster(blob, size)
+        return decode_poster(blob, size, posters.decoding)
 
     def decode(rows: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(decode_one, tf.gather(blobs, rows), fn_output_signature=spec)

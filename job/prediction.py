@@ -61,6 +61,11 @@ def load_run(model_dir: str):
         path = Path(folder) / "model.keras"
         path.write_bytes(model_bytes)
         model = keras.models.load_model(path)
+    if config.poster_decoding not in features.POSTER_DECODINGS:
+        raise InputError(
+            f"{model_dir}: posters decoded as {config.poster_decoding!r}, unknown to this version",
+            "predict with the genre-job version that trained the run",
+        )
     genres = config.run["genres"]
     return config, model, np.array([thresholds[g] for g in genres])
 
@@ -103,7 +108,12 @@ def predict(
     films = select(films, ids, shard_index, shard_count)
     inputs = {}  # by the exported model's input names
     if config.model != "lstm":
-        films, posters = features.read_posters(films, storage.join(data, images), config.image_size)
+        films, posters = features.read_posters(  # decoded as the run's were
+            films,
+            storage.join(data, images),
+            config.image_size,
+            decoding=config.poster_decoding,
+        )
         inputs["Poster"] = posters  # (films, 64, 64, 3) uint8; float a batch at a time below
     if config.model != "cnn":
         has_overview = films.has_overview()

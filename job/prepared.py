@@ -2,7 +2,8 @@
 sharded TFRecord files, so training reads one large object per shard instead of one
 request per film.
 
-    <output>/dataset.json            manifest: genres, image size, shards, films, dropped
+    <output>/dataset.json            manifest: genres, image size, poster decoding, shards,
+                                     films, dropped
     <output>/films-00000-of-00001.tfrecord   tf.train.Example per film:
         id (bytes), overview (bytes), poster (raw uint8 size x size x 3), labels (floats)
 """
@@ -69,6 +70,7 @@ def write_prepared(
         "source": data,
         "genres": films.genres,
         "image_size": image_size,
+        "poster_decoding": features.POSTER_DECODING,
         "films": len(films),
         "shards": shards,
         "films_dropped": films.dropped,
@@ -78,8 +80,9 @@ def write_prepared(
     return manifest
 
 
-def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray]:
-    """The films and their uint8 posters (films, size, size, 3) from a prepared dataset."""
+def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray, str]:
+    """The films, their uint8 posters (films, size, size, 3) and how those were decoded
+    (features.POSTER_DECODINGS; datasets prepared before it was recorded: full-size)."""
     manifest = json.loads(storage.read_bytes(storage.join(data, MANIFEST)))
     if manifest["image_size"] != image_size:
         raise InputError(
@@ -119,4 +122,5 @@ def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray]:
         labels=np.concatenate(labels),
         dropped=dict(manifest["films_dropped"]),
     )
-    return films, np.concatenate(posters).reshape(-1, size, size, 3)
+    decoding = manifest.get("poster_decoding", "full_bilinear")
+    return films, np.concatenate(posters).reshape(-1, size, size, 3), decoding

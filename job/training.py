@@ -85,7 +85,8 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
     """
     posters = None
     if prepared.is_prepared(config.data):
-        films, posters = prepared.read_prepared(config.data, config.image_size)
+        prepared_data = prepared.read_prepared(config.data, config.image_size)
+        films, posters, config.poster_decoding = prepared_data  # predict decodes the same way
         if config.model != "lstm":  # the lstm reads no posters: nothing to cache
             cache = choose_cache(config.cache, len(films), config.image_size)
             posters = cache_posters(posters, cache, config.cache_dir)
@@ -95,7 +96,7 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
             images = storage.join(config.data, config.images)
             cache = choose_cache(config.cache, len(films), config.image_size)
             films, posters = features.read_posters(
-                films, images, config.image_size, cache, config.cache_dir
+                films, images, config.image_size, cache, config.cache_dir, config.poster_decoding
             )
             posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor
     if config.model == "cnn":

@@ -87,7 +87,7 @@ def with_cpu_shares(measure, *processes) -> tuple[float, list[float]]:
 
 def prepared_per_s(data: str) -> float:
     started = time.perf_counter()
-    films, _ = prepared.read_prepared(data, 64)
+    films, _, _ = prepared.read_prepared(data, 64)
     return len(films) / (time.perf_counter() - started)
 
 

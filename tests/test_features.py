@@ -148,3 +148,19 @@ def test_posters_decode_at_the_smallest_scale_that_keeps_both_sides(height, widt
     # ... and what the full-size decode would have given, to within JPEG's own error
     full = area_resized(tf.io.decode_jpeg(blob, channels=3))
     assert np.abs(poster.astype(int) - full).mean() < 3
+
+
+def test_full_bilinear_decoding_is_the_full_size_decode_and_antialiased_resize():
+    """Runs from before the scaled decoding record none: predict decodes them this way."""
+    import tensorflow as tf
+
+    from job.features import decode_poster
+
+    rows, columns = np.mgrid[0:300, 0:150]
+    image = np.stack([rows * 255 // 300, columns * 255 // 150, (rows + columns) % 256], -1)
+    blob = tf.io.encode_jpeg(image.astype(np.uint8), quality=95)
+    resized = tf.image.resize(tf.io.decode_jpeg(blob, channels=3), [64, 64], antialias=True)
+    usual = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+    assert np.array_equal(decode_poster(blob, 64, "full_bilinear").numpy(), usual)
+    assert not np.array_equal(decode_poster(blob, 64).numpy(), usual)  # scaled_area

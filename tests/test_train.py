@@ -165,6 +165,50 @@ def test_predict_ids_and_unlabelled_data(demo_dir, tmp_path, cli):
     assert "true_genres" not in predictions.columns
 
 
+def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
+    """config.json records how the run decoded posters; predict decodes them the same way,
+    full-size for runs from before that was recorded, and refuses a way it does not know."""
+    import keras
+
+    from job.catalogue import read_catalogue
+    from job.features import read_posters
+
+    data, output = str(tmp_path / "data"), str(tmp_path / "run")
+    copy_tree(demo_dir, data)
+    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["poster_decoding"] == "scaled_area"
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+
+    def predicted_probs(name: str) -> pd.DataFrame:
+        result = cli("predict", "--model-dir", output, "--data", data, "--output", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(tmp_path / name, dtype={"Id": str})
+        return frame[[c for c in frame.columns if c.startswith("prob_")]]
+
+    def model_probs(decoding: str) -> np.ndarray:
+        films = read_catalogue(f"{data}/IMDB_overview_genres.csv")
+        _, posters = read_posters(films, f"{data}/Images", 64, decoding=decoding)
+        return model.predict(posters.astype(np.float32) / 255, verbose=0)
+
+    scaled = predicted_probs("scaled.csv")
+    np.testing.assert_allclose(scaled, model_probs("scaled_area"), atol=1e-5)
+    del config["poster_decoding"]  # as a run from before it was recorded
+    config_path.write_text(json.dumps(config))
+    full = predicted_probs("full.csv")
+    np.testing.assert_allclose(full, model_probs("full_bilinear"), atol=1e-5)
+    assert np.abs(full.to_numpy() - scaled.to_numpy()).max() > 1e-4
+
+    config_path.write_text(json.dumps({**config, "poster_decoding": "hexagonal"}))
+    result = cli("predict", "--model-dir", output, "--data", data, "--output", tmp_path / "x.csv")
+    assert result.exit_code == 3  # bad input
+    assert result.output.splitlines()[-1] == (
+        f"Error: {output}: posters decoded as 'hexagonal', unknown to this version"
+        " (predict with the genre-job version that trained the run)"
+    )
+
+
 def test_sharded_predict_merges_to_single_predict(demo_dir, tmp_path, cli):
     data, output = str(tmp_path / "data"), str(tmp_path / "run")
     copy_tree(demo_dir, data)
@@ -256,6 +300,10 @@ def test_prepared_dataset_gives_the_same_predictions(demo_dir, bucket, cli):
         result = cli(*train_args(model, source, output, "--epochs", "1"))
         assert result.exit_code == 0, result.output
 
+    manifest = json.loads(storage.read_bytes(f"{prepared}/dataset.json"))
+    assert manifest["poster_decoding"] == "scaled_area"
+    config = json.loads(storage.read_bytes(f"{bucket}/runs/prep/config.json"))
+    assert config["poster_decoding"] == "scaled_area"  # from the manifest: predict's way
     raw, prep = (
         read_csv(f"{bucket}/runs/raw/predictions.csv"),
         read_csv(f"{bucket}/runs/prep/predictions.csv"),
