@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # JPEG decoding runs this many calls at once on a private pool of as many threads, each
-# call single-threaded, autotuning off. On 2 cores this decoded the real posters in 1.3 s,
-# against 1.7 s with tf.data's autotuned defaults, or 2.55 s in the runs (about one in
-# three) where those kept one thread busy (scripts/bench_pipeline.py).
+# call single-threaded, autotuning off. On 2 cores, decoding full-size, this decoded the
+# real posters in 1.3 s, against 1.7 s with tf.data's autotuned defaults, or 2.55 s in the
+# runs (about one in three) where those kept one thread busy; decoding at a JPEG scale,
+# 7,055-7,103 posters/s against 4,174-6,080 (scripts/bench_pipeline.py).
 DECODE_CALLS = 4 * len(os.sched_getaffinity(0))
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
 # ahead, autotuning off: with tf.data's autotuning, ending an epoch's iterator waited
