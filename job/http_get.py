@@ -16,17 +16,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import resource
 import ssl
 import time
 import urllib.parse
 
-# Connections, each with one request in flight, as many as the cores can decode for: a
-# core decodes about 3,500 real posters a second, which takes 70 requests in flight from
-# a bucket 20 ms away, 175 from one 50 ms away. 96 a core (at least 128, at most 1,024:
-# file handles). Through the benchmark's 20 ms proxy on 2 cores, fetch + decode ran at
-# 3,520 posters/s with 128 connections, 3,700 with 192, 3,670 with 256 (medians of 4;
-# without the proxy 4,170 / 4,090 / 4,050, within their spread; /tmp script, 2026-11-26).
-CONNECTIONS = min(1024, max(128, 96 * len(os.sched_getaffinity(0))))
+
+def connection_count() -> int:
+    """Connections to open, each with one request in flight: as many as the cores can
+    decode for. A core decodes about 3,500 real posters a second, which takes 70 requests
+    in flight from a bucket 20 ms away, 175 from one 50 ms away: 96 a core (at least 128,
+    at most 1,024), and no more than a quarter of the file handles the process may open (a
+    shell's default soft limit is often 1,024: on a 16-core machine the connections would
+    have taken every handle, failing whatever else opened a file meanwhile).
+    Through the benchmark's 20 ms proxy on 2 cores, fetch + decode ran at 3,520 posters/s
+    with 128 connections, 3,700 with 192, 3,670 with 256 (medians of 4; without the proxy
+    4,170 / 4,090 / 4,050, within their spread; /tmp script, 2026-11-26)."""
+    wanted = min(1024, max(128, 96 * len(os.sched_getaffinity(0))))
+    handles = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return wanted if handles == resource.RLIM_INFINITY else max(1, min(wanted, handles // 4))
+
+
+CONNECTIONS = connection_count()
 CONNECT_TIMEOUT_S = 30.0  # as gcsfs's (job/storage.py)
 
 

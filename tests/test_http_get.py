@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -269,3 +271,25 @@ def test_download_reconnects_when_the_server_closed_an_idle_connection():
     assert answers == [(200, body) for body in BODIES.values()]
     assert server.requests == len(BODIES)  # none lost on a closed connection
     assert time.monotonic() - started < 3  # no request waited for its timeout
+
+
+def test_connections_stay_within_the_file_handles_the_process_may_open(bucket, gcs_server):
+    """A process allowed 128 file handles opens 32 connections (a quarter), leaving the
+    rest for whatever else opens files meanwhile, and still fetches every object over
+    bare connections."""
+    objects = objects_in(bucket, 300)
+    script = f"""
+import logging, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from job import fetching, http_get
+blobs = fetching.fetch_many({list(objects)!r})
+print(http_get.CONNECTIONS, sum(blob is not None for blob in blobs))
+"""
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_server}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["32", "300"]
+    assert "fetched again through gcsfs" not in result.stderr
