@@ -164,3 +164,31 @@ def test_full_bilinear_decoding_is_the_full_size_decode_and_antialiased_resize()
 
     assert np.array_equal(decode_poster(blob, 64, "full_bilinear").numpy(), usual)
     assert not np.array_equal(decode_poster(blob, 64).numpy(), usual)  # scaled_area
+
+
+@pytest.mark.parametrize(
+    "mode, options",
+    [("RGB", {"progressive": True}), ("L", {}), ("CMYK", {}), ("RGB", {"subsampling": 0})],
+)
+def test_scaled_decoding_reads_progressive_grayscale_cmyk_and_444_jpegs(mode, options):
+    """Other kinds of JPEG than the real posters' decode at a scale too, into RGB, close to
+    what the full-size decode gives."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from job.features import decode_poster
+
+    rows, columns = np.mgrid[0:300, 0:150]
+    image = np.stack([rows * 255 // 300, columns * 255 // 150, (rows + columns) % 256], -1)
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).convert(mode).save(
+        buffer, format="JPEG", quality=90, **options
+    )
+    blob = tf.constant(buffer.getvalue())
+
+    scaled = decode_poster(blob, 64).numpy()
+    full = decode_poster(blob, 64, "full_bilinear").numpy()
+    assert scaled.shape == full.shape == (64, 64, 3)
+    assert np.abs(scaled.astype(int) - full).mean() < 3
