@@ -124,7 +124,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
         values = json.loads(text)
-        # Runs written before poster_decoding was recorded decoded posters full-size.
+        # Runs written before poster_decoding was recorded decoded posters full-size
+        # (features.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
         values.setdefault("poster_decoding", "full_bilinear")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -43,8 +43,9 @@ DECODE_BATCH = 64
 # How posters become the model's input (decode_resized). A run records its own in
 # config.json (`poster_decoding`) and `predict` decodes as the run did: "full_bilinear"
 # was the only way until 2026-11-26, and runs from before record nothing.
-POSTER_DECODINGS = ("scaled_area", "full_bilinear")
 POSTER_DECODING = "scaled_area"
+FULL_SIZE_DECODING = "full_bilinear"  # config.TrainConfig.from_json's default for old runs
+POSTER_DECODINGS = (POSTER_DECODING, FULL_SIZE_DECODING)
 
 
 def read_posters(
@@ -249,17 +250,20 @@ def decode_resized(
     it differs from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
     "full_bilinear": that full-size decode and antialiased bilinear resize.
     """
-    if decoding == "full_bilinear":
+    if decoding not in POSTER_DECODINGS:
+        raise ValueError(f"unknown poster decoding {decoding!r}")
+    size = [image_size, image_size]
+    if decoding == FULL_SIZE_DECODING:
         image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8
-        resized = tf.image.resize(image, [image_size, image_size], antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-    smaller_side = tf.reduce_min(shape[:2])
-    halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
-    image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
-        halvings,
-        [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in (1, 2, 4, 8)],
-    )  # (h / ratio, w / ratio, 3) uint8
-    resized = tf.image.resize(image, [image_size, image_size], method="area")
+        resized = tf.image.resize(image, size, antialias=True)
+    else:
+        smaller_side = tf.reduce_min(shape[:2])
+        halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
+        image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
+            halvings,
+            [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in (1, 2, 4, 8)],
+        )  # (h / ratio, w / ratio, 3) uint8
+        resized = tf.image.resize(image, size, method="area")
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 

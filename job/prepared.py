@@ -122,5 +122,5 @@ def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray, st
         labels=np.concatenate(labels),
         dropped=dict(manifest["films_dropped"]),
     )
-    decoding = manifest.get("poster_decoding", "full_bilinear")
+    decoding = manifest.get("poster_decoding", features.FULL_SIZE_DECODING)
     return films, np.concatenate(posters).reshape(-1, size, size, 3), decoding

@@ -85,8 +85,10 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
     """
     posters = None
     if prepared.is_prepared(config.data):
-        prepared_data = prepared.read_prepared(config.data, config.image_size)
-        films, posters, config.poster_decoding = prepared_data  # predict decodes the same way
+        # (the manifest says how its posters were decoded: predict decodes the same way)
+        films, posters, config.poster_decoding = prepared.read_prepared(
+            config.data, config.image_size
+        )
         if config.model != "lstm":  # the lstm reads no posters: nothing to cache
             cache = choose_cache(config.cache, len(films), config.image_size)
             posters = cache_posters(posters, cache, config.cache_dir)

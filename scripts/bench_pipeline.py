@@ -30,14 +30,13 @@ def main() -> None:
     size = 64
     in_memory = tf.constant(blobs)  # the bytes as a tensor: the loop times decoding alone
 
-    def decode(blob: tf.Tensor) -> tf.Tensor:
-        return features.decode_resized(blob, tf.image.extract_jpeg_shape(blob), size)
+    def decode(blob: tf.Tensor, decoding: str = features.POSTER_DECODING) -> tf.Tensor:
+        return features.decode_resized(blob, tf.image.extract_jpeg_shape(blob), size, decoding)
 
     def full_size_decode(blob: tf.Tensor) -> tf.Tensor:
         """The usual way, and the job's until 2026-11-26: a full-size decode, then an
         antialiased bilinear resize."""
-        image = tf.image.resize(tf.io.decode_jpeg(blob, channels=3), [size, size], antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return decode(blob, features.FULL_SIZE_DECODING)
 
     def raw_limit(tf_defaults: bool = False, batched: bool = False, usual: bool = False) -> float:
         """The tight loop, with the pipeline's decoding threads (or tf.data's defaults),
