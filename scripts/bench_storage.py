@@ -4,14 +4,22 @@ prepared TFRecord form behind the proxy; and two ways to keep many requests in f
 (the job's kept-alive connections, job/http_get.py, and a tf.data interleave of single
 gcsfs reads).
 
+The server and the proxy share the machine's cores with the job in the first figures, as
+no real bucket does; the `isolated_` figures measure the pipeline again with the server
+and the proxy on a core of their own and the job on the others, local folder included.
+
     python scripts/bench_storage.py [DATASET_ROOT] [FILMS]
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import benchlib
 import tensorflow as tf
@@ -85,6 +93,75 @@ def with_cpu_shares(measure, *processes) -> tuple[float, list[float]]:
     return result, [(p.cpu_seconds() - b) / seconds for p, b in zip(processes, before, strict=True)]
 
 
+@dataclass(frozen=True)
+class Running:
+    """A process this one did not start (the parent's server, proxy), by its pid."""
+
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        return benchlib.process_cpu_seconds(self.pid)
+
+
+def isolated_runs(local: str, bucket: str, endpoints: dict[str, str], pids: list[int]) -> dict:
+    """In the process pinned to the job's cores: ROUNDS runs of the pipeline over the
+    local folder and over the bucket through each endpoint, in turn (a drift in the
+    machine's speed hits all alike). Per source: the median rate, and the cores the
+    storage processes (`pids`) used meanwhile."""
+    storage_processes = [Running(pid) for pid in pids]
+    sources = {"local": (local, None)} | {name: (bucket, url) for name, url in endpoints.items()}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
+    for round_ in range(ROUNDS + 1):  # the first round warms up: TF start, connections
+        for name, (data, endpoint) in sources.items():
+            if endpoint:
+                benchlib.use_storage_endpoint(endpoint)
+            (rate, _, _), shares = with_cpu_shares(lambda: posters_per_s(data), *storage_processes)  # noqa: B023
+            if round_:
+                runs[name].append((rate, sum(shares)))
+    return {
+        name: {
+            "rate": statistics.median(r for r, _ in got),
+            "storage_cores": max(c for _, c in got),
+        }
+        for name, got in runs.items()
+    }
+
+
+def isolated(root: str, bucket: str, server: benchlib.GcsServer, films: int) -> None:
+    """The pipeline with storage off the job's cores: the server and a 20 ms proxy on the
+    last core, the job (a process started there, so every thread of it) on the others."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        print("isolated figures skipped: one core", file=sys.stderr)
+        return
+    storage_core, job_cores = {cores[-1]}, set(cores[:-1])
+    benchlib.pin(server.pid, storage_core)
+    with benchlib.LatencyProxy(server.url, delay_s=0.020) as proxy:
+        benchlib.pin(proxy.pid, storage_core)
+        endpoints = {"plain": server.url, "20ms": proxy.url}
+        arguments = [root, bucket, json.dumps(endpoints), json.dumps([server.pid, proxy.pid])]
+        child = subprocess.run(
+            [sys.executable, __file__, "--isolated", *arguments],
+            preexec_fn=lambda: os.sched_setaffinity(0, job_cores),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    got = json.loads(child.stdout.splitlines()[-1])
+    local = got["local"]["rate"]
+    details = {"films": films, "job_cores": len(job_cores)}
+    benchlib.emit("storage", "isolated_local_folder", local, "posters/s", **details)
+    for name, goal in (("plain", ">= 0.9"), ("20ms", ">= 0.8")):
+        figure = "isolated_gcs_server" + ("" if name == "plain" else "_20ms")
+        benchlib.emit("storage", figure, got[name]["rate"], "posters/s", **details)
+        benchlib.emit(
+            "storage", f"{figure}_vs_local", got[name]["rate"] / local, "ratio", goal=goal
+        )
+        # (the storage core's load: under 1, the server and proxy kept up)
+        storage_cores = got[name]["storage_cores"]
+        benchlib.emit("storage", f"{figure}_storage_cpu", storage_cores, "cores")
+
+
 def prepared_per_s(data: str) -> float:
     started = time.perf_counter()
     films, _, _ = prepared.read_prepared(data, 64)
@@ -92,6 +169,10 @@ def prepared_per_s(data: str) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--isolated"]:  # the job's side of isolated(), on its cores
+        local, bucket, endpoints, pids = sys.argv[2:6]
+        print(json.dumps(isolated_runs(local, bucket, json.loads(endpoints), json.loads(pids))))
+        return
     root = benchlib.data_root(sys.argv)
     posters_per_s(str(root))  # warm-up: TF start, page cache
     local, films, local_cpu = median_pipeline(str(root))
@@ -146,6 +227,7 @@ def main() -> None:
             benchlib.emit(
                 "storage", "prepared_20ms_vs_local", shards / local, "ratio", goal=">= 0.9"
             )
+        isolated(str(root), f"{bucket}/imdb", server, films)
 
 
 if __name__ == "__main__":

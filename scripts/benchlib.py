@@ -128,9 +128,13 @@ class GcsServer:
                     raise RuntimeError(f"fake-gcs-server did not start: {log}") from None
                 time.sleep(0.1)
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far."""
-        return process_cpu_seconds(self._process.pid)
+        return process_cpu_seconds(self.pid)
 
     def create_bucket(self, name: str) -> str:
         request = urllib.request.Request(
@@ -199,9 +203,13 @@ class LatencyProxy:
                     raise RuntimeError(f"latency proxy did not start on port {self.port}") from None
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def cpu_seconds(self) -> float:
         """CPU time the proxy process has used so far."""
-        return process_cpu_seconds(self._process.pid)
+        return process_cpu_seconds(self.pid)
 
     def __exit__(self, *exc) -> None:
         self._process.terminate()
@@ -257,6 +265,15 @@ class ProxySide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.other is not None:
             self.other.transport.resume_reading()
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Keeps every thread of process `pid` (and the threads they start) on `cores`."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(thread), cores)
+        except ProcessLookupError:  # (a thread that ended meanwhile)
+            pass
 
 
 def use_storage_endpoint(url: str) -> None:

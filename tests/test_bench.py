@@ -58,6 +58,12 @@ TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "
                 "gcs_server_20ms_vs_plain",
                 "prepared_20ms",
                 "prepared_20ms_vs_local",
+                "isolated_local_folder",
+                *(
+                    f"isolated_gcs_server{delay}{figure}"
+                    for delay in ("", "_20ms")
+                    for figure in ("", "_vs_local", "_storage_cpu")
+                ),
             },
         ),
         (
