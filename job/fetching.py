@@ -7,7 +7,6 @@ any other fsspec file system (memory://), gcsfs-style `cat_ranges` calls.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import posixpath
 import urllib.parse
@@ -68,11 +67,9 @@ def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str],
     params = fs._get_params({})  # userProject for a requester-pays bucket
     query = f"&{urllib.parse.urlencode(params)}" if params else ""
     links = [fs.url(path) + query for path in paths]
-    download = http_get.Download(links, headers, read_timeout_s(), chunk, FETCH_AHEAD)
-    running = asyncio.run_coroutine_threadsafe(download.run(), fs.loop)
-    try:
+    with http_get.Download(links, headers, read_timeout_s(), chunk, FETCH_AHEAD) as download:
         for number, start in enumerate(range(0, len(paths), chunk)):
-            answers = download.take(number, fs.loop)
+            answers = download.take(number)
             blobs = [answer[1] if answer and answer[0] == 200 else None for answer in answers]
             again = [i for i, a in enumerate(answers) if not a or a[0] not in (200, 404)]
             if again:  # (each an object this chunk had, not in the bucket's plain answers)
@@ -81,11 +78,9 @@ def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str],
                 for index, blob in zip(again, _fetch_chunk(fs, part, urls[start]), strict=True):
                     blobs[index] = blob
             yield blobs
-    finally:  # done, or the caller stopped early (an error)
-        running.cancel()
-        if running.done() and not running.cancelled() and running.exception():
-            # (every object still arrived, through gcsfs; but say why the fast path broke)
-            log.warning("storage: bare downloads failed: %r", running.exception())
+    # (done, or the caller stopped early: either way the download's connections are closed)
+    if download.failure is not None:  # every object still arrived; but say why
+        log.warning("storage: bare downloads failed: %r", download.failure)
 
 
 def read_files(paths: list[str]) -> list[bytes | None]:
