@@ -306,14 +306,18 @@ class Download:
     def connect(self, connection: Connection) -> None:
         """Starts the connection's connect (writable once made)."""
         family, kind, protocol, address = self.address
-        connection.sock = socket.socket(family, kind, protocol)
-        connection.sock.setblocking(False)
         connection.state, connection.since = "connecting", time.monotonic()
-        error = connection.sock.connect_ex(address)
-        if error not in (0, errno.EINPROGRESS):  # refused at once (nothing listens there)
-            connection.sock.close()
-            connection.sock = None
-            return self.stop(connection)  # the others go on
+        try:
+            connection.sock = socket.socket(family, kind, protocol)
+            connection.sock.setblocking(False)
+            error = connection.sock.connect_ex(address)
+        except OSError as failure:  # no socket to be had (out of file handles)
+            error = failure.errno or -1
+        if error not in (0, errno.EINPROGRESS):  # or refused at once: nothing listens there
+            if connection.sock is not None:
+                connection.sock.close()
+                connection.sock = None
+            return self.stop(connection)  # its URL goes to gcsfs; the others go on
         self.selector.register(connection.sock, selectors.EVENT_WRITE, connection)
         return None
 

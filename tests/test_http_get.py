@@ -273,3 +273,33 @@ print(http_get.CONNECTIONS, sum(blob is not None for blob in blobs))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["32", "300"]
     assert "fetched again through gcsfs" not in result.stderr
+
+
+def test_connections_without_a_file_handle_leave_their_urls_and_the_rest_go_on(bucket, gcs_server):
+    """Out of file handles mid-way (a process near its limit): the connections that get
+    no socket give their URL up (None: the caller fetches it through gcsfs), the others
+    fetch the rest, and the download ends instead of waiting for answers never asked."""
+    objects = objects_in(bucket, 40)
+    links = [
+        f"{gcs_server}/download/storage/v1/b/{bucket[5:]}/o/posters%2F{i}.jpg?alt=media"
+        for i in range(40)
+    ]
+    script = f"""
+import os, resource
+from job import http_get
+download = http_get.Download({links!r}, {{}}, 10.0, chunk=8, ahead=10, connections=32)
+handles, most = len(os.listdir("/proc/self/fd")), resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (handles + 4, most))  # 4 more: 4 connections
+with download:
+    answers = [answer for number in range(5) for answer in download.take(number)]
+print(sum(answer is None for answer in answers))
+print(*[answer[1].hex() for answer in answers if answer is not None])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    missing, fetched = result.stdout.splitlines()
+    bodies = [bytes.fromhex(body) for body in fetched.split()]
+    assert 0 < int(missing) < 40 and int(missing) + len(bodies) == 40
+    assert set(bodies) <= set(objects.values())
