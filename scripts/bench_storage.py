@@ -131,7 +131,7 @@ def isolated_runs(local: str, bucket: str, endpoints: dict[str, str], pids: list
 
 def isolated(root: str, bucket: str, server: benchlib.GcsServer, films: int) -> None:
     """The pipeline with storage off the job's cores: the server and a 20 ms proxy on the
-    last core, the job (a process started there, so every thread of it) on the others."""
+    last core, the job on the others (a process started on them: every thread of it)."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         print("isolated figures skipped: one core", file=sys.stderr)
@@ -147,8 +147,9 @@ def isolated(root: str, bucket: str, server: benchlib.GcsServer, films: int) -> 
             preexec_fn=lambda: os.sched_setaffinity(0, job_cores),
             capture_output=True,
             text=True,
-            check=True,
         )
+    if child.returncode:
+        raise RuntimeError(f"the isolated runs failed: {child.stderr[-2000:]}")
     got = json.loads(child.stdout.splitlines()[-1])
     local = got["local"]["rate"]
     details = {"films": films, "job_cores": len(job_cores)}
