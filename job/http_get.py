@@ -66,6 +66,7 @@ class Connection:
         self.sock: socket.socket | None = None
         self.state = "closed"
         self.index = -1
+        self.address = 0  # which of the host's addresses it connects to
         self.buffer = bytearray()
         self.status = 0
         self.length: int | None = None  # the body's, once the head is in; None: to close
@@ -246,12 +247,13 @@ class Download:
             self.context = ssl.create_default_context() if self.host.scheme == "https" else None
             port = self.host.port or (443 if self.context else 80)
             try:
-                family, kind, protocol, _, address = socket.getaddrinfo(
-                    self.host.hostname, port, type=socket.SOCK_STREAM
-                )[0]
+                found = socket.getaddrinfo(self.host.hostname, port, type=socket.SOCK_STREAM)
             except OSError:  # no address for the host: everything goes to gcsfs
                 return
-            self.address = (family, kind, protocol, address)
+            # (family, type, protocol, address) of each, in the resolver's order; the
+            # connections use the first until a connect to it fails (connect_failed)
+            self.addresses = list(dict.fromkeys((f, k, p, a) for f, k, p, _, a in found))
+            self.current = 0
             for connection in connections:
                 self.ask_next(connection)  # each takes a URL, then connects
             tick = min(self.timeout, CONNECT_TIMEOUT_S) / 4
@@ -304,30 +306,40 @@ class Download:
             self.reopen(connection)
 
     def connect(self, connection: Connection) -> None:
-        """Starts the connection's connect (writable once made)."""
-        family, kind, protocol, address = self.address
-        connection.state, connection.since = "connecting", time.monotonic()
+        """Starts the connection's connect to the current address (writable once made)."""
+        family, kind, protocol, address = self.addresses[self.current]
+        connection.address, connection.since = self.current, time.monotonic()
+        connection.state = "connecting"
         try:
             connection.sock = socket.socket(family, kind, protocol)
-            connection.sock.setblocking(False)
-            error = connection.sock.connect_ex(address)
-        except OSError as failure:  # no socket to be had (out of file handles)
-            error = failure.errno or -1
-        if error not in (0, errno.EINPROGRESS):  # or refused at once: nothing listens there
-            if connection.sock is not None:
-                connection.sock.close()
-                connection.sock = None
+        except OSError:  # no socket to be had (out of file handles)
             return self.stop(connection)  # its URL goes to gcsfs; the others go on
+        connection.sock.setblocking(False)
+        error = connection.sock.connect_ex(address)
+        if error not in (0, errno.EINPROGRESS):  # failed at once (refused, no route)
+            connection.sock.close()
+            connection.sock = None
+            return self.connect_failed(connection)
         self.selector.register(connection.sock, selectors.EVENT_WRITE, connection)
         return None
+
+    def connect_failed(self, connection: Connection) -> None:
+        """The host's next address, if it has one more (for every connection from then
+        on: an IPv6 address first, say, on a node with no IPv6 route), keeping the
+        connection's URL; else the connection stops."""
+        if connection.address == self.current and self.current + 1 < len(self.addresses):
+            self.current += 1
+        if connection.address == self.current:  # (no other address to try)
+            return self.stop(connection)
+        self.drop(connection)
+        return self.connect(connection)
 
     def step(self, connection: Connection) -> None:
         """The connection's socket is ready: go on from its state."""
         try:
             if connection.state == "connecting":
-                error = connection.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if error:
-                    raise ConnectionError(os.strerror(error))
+                if connection.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    return self.connect_failed(connection)
                 if not self.context:
                     return self.connected(connection)
                 self.selector.unregister(connection.sock)
@@ -385,9 +397,9 @@ class Download:
         a connect (CONNECT_TIMEOUT_S); its request goes to gcsfs."""
         if connection.state == "busy" and now - connection.since > self.timeout:
             self.stop(connection)
-        elif connection.state in ("connecting", "handshake") and (
-            now - connection.since > CONNECT_TIMEOUT_S
-        ):
+        elif connection.state == "connecting" and now - connection.since > CONNECT_TIMEOUT_S:
+            self.connect_failed(connection)
+        elif connection.state == "handshake" and now - connection.since > CONNECT_TIMEOUT_S:
             self.stop(connection)
 
     def stop(self, connection: Connection) -> None:

@@ -182,6 +182,29 @@ def test_pool_answers_none_when_nothing_listens():
     assert get_all(f"http://127.0.0.1:{port}", list(BODIES)[:5]) == [None] * 5
 
 
+def test_pool_moves_to_the_hosts_next_address_when_a_connect_fails(monkeypatch):
+    """A host name whose first address takes no connections (an IPv6 address on a node
+    with no IPv6 route, say): the connections move to its next address, and every
+    object arrives over them, none left to gcsfs."""
+    server = Server("HTTP/1.1", "length")
+    port = int(server.url.rsplit(":", 1)[1])
+    resolve = socket.getaddrinfo
+
+    def two_addresses(host, *args, **kwargs):
+        if host != "bucket.test":
+            return resolve(host, *args, **kwargs)
+        dead, alive = ("127.0.0.2", port), ("127.0.0.1", port)  # nothing on 127.0.0.2
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", where) for where in (dead, alive)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    try:
+        answers = get_all(f"http://bucket.test:{port}", [*BODIES, "/o/missing"])
+    finally:
+        server.close()
+    assert answers == [(200, body) for body in BODIES.values()] + [(404, b"not found")]
+    assert server.connections == 4
+
+
 @pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl command to make a certificate")
 def test_pool_speaks_tls_and_checks_the_certificate(tmp_path, monkeypatch):
     certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
