@@ -315,6 +315,8 @@ class Download:
         except OSError:  # no socket to be had (out of file handles)
             return self.stop(connection)  # its URL goes to gcsfs; the others go on
         connection.sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):  # each request out at once
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         error = connection.sock.connect_ex(address)
         if error not in (0, errno.EINPROGRESS):  # failed at once (refused, no route)
             connection.sock.close()
