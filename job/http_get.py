@@ -181,6 +181,7 @@ class Download:
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.wake_reader, self.wake_writer = socket.socketpair()  # take/close -> the loop
+        self.wake_writer.setblocking(False)
         self.failure: Exception | None = None  # what broke the loop, if anything did
         self.thread = threading.Thread(target=self.serve, name="http_get", daemon=True)
 
@@ -210,17 +211,17 @@ class Download:
         self.stopping = True
         if self.thread.ident is None:  # never started
             self.selector.close()
-            self.wake_reader.close()
-            self.wake_writer.close()
-            return
-        self.wake()
-        self.thread.join()
+        else:
+            self.wake()
+            self.thread.join()
+        self.wake_reader.close()
+        self.wake_writer.close()
 
     def wake(self) -> None:
-        try:
+        """Wakes the loop: a byte it reads. Bytes left after it ended are harmless; once
+        they fill the socket, more are not needed (and must not block the caller)."""
+        with contextlib.suppress(BlockingIOError):
             self.wake_writer.send(b"w")
-        except OSError:  # (the loop has ended: nothing to wake)
-            pass
 
     def answered(self, index: int) -> None:
         self.unanswered -= 1
@@ -279,9 +280,7 @@ class Download:
             for index in range(self.next, len(self.urls)):  # what is left gets no answer
                 self.answered(index)
             self.next = len(self.urls)
-            self.selector.close()
-            self.wake_reader.close()
-            self.wake_writer.close()
+            self.selector.close()  # (the wake sockets: closed by `close`, after this)
 
     def ask_next(self, connection: Connection) -> None:
         """The next URL on `connection` (connecting first if it has no socket), if it may

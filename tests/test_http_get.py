@@ -156,6 +156,21 @@ def test_pool_leaves_chunked_answers_to_the_caller_and_stops_asking():
     assert server.requests == 4  # one a worker: the rest go straight to gcsfs
 
 
+def test_taking_chunks_after_every_connection_stopped_never_blocks():
+    """Every connection stopped at its first (chunked) answer, so the loop has ended; the
+    caller still takes its 2,000 chunks (each fetched through gcsfs in the job), and each
+    take wakes a loop that no longer reads: that must not fill a socket and block."""
+    server = Server("HTTP/1.1", "chunked")
+    urls = [server.url + "/o/1"] * 2000
+    try:
+        with http_get.Download(urls, {}, 10.0, chunk=1, ahead=2, connections=4) as download:
+            answers = [answer for number in range(2000) for answer in download.take(number)]
+    finally:
+        server.close()
+    assert answers == [None] * 2000
+    assert server.requests == 4
+
+
 def test_pool_gives_up_on_a_stalled_server_after_its_timeout():
     listener = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
     started = time.monotonic()
