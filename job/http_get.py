@@ -274,9 +274,7 @@ class Download:
                         self.check(connection, checked)
         finally:
             for connection in connections:  # done, or stopped mid-request
-                if connection.holds_index():
-                    self.answered(connection.index)
-                self.drop(connection)
+                self.stop(connection)
             for index in range(self.next, len(self.urls)):  # what is left gets no answer
                 self.answered(index)
             self.next = len(self.urls)

@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import benchlib
 import tensorflow as tf
@@ -86,23 +85,14 @@ def fetch_interleaved_per_s(urls: list[str], in_flight: int = 64) -> float:
     return fetched / (time.perf_counter() - started)
 
 
-def with_cpu_shares(measure, *processes) -> tuple[float, list[float]]:
-    """`measure()`'s result, and the cores each of `processes` (the server, the proxy:
-    anything with cpu_seconds()) used meanwhile: their share of these 2 cores."""
-    before, started = [p.cpu_seconds() for p in processes], time.perf_counter()
+def with_cpu_shares(measure, *pids: int) -> tuple[float, list[float]]:
+    """`measure()`'s result, and the cores each of the processes `pids` (the server, the
+    proxy) used meanwhile: their share of these 2 cores."""
+    before, started = [benchlib.process_cpu_seconds(p) for p in pids], time.perf_counter()
     result = measure()
     seconds = time.perf_counter() - started
-    return result, [(p.cpu_seconds() - b) / seconds for p, b in zip(processes, before, strict=True)]
-
-
-@dataclass(frozen=True)
-class Running:
-    """A process this one did not start (the parent's server, proxy), by its pid."""
-
-    pid: int
-
-    def cpu_seconds(self) -> float:
-        return benchlib.process_cpu_seconds(self.pid)
+    after = [benchlib.process_cpu_seconds(p) for p in pids]
+    return result, [(a - b) / seconds for a, b in zip(after, before, strict=True)]
 
 
 def isolated_runs(local: str, bucket: str, endpoints: dict[str, str], pids: list[int]) -> dict:
@@ -110,14 +100,13 @@ def isolated_runs(local: str, bucket: str, endpoints: dict[str, str], pids: list
     local folder and over the bucket through each endpoint, in turn (a drift in the
     machine's speed hits all alike). Per source: the median rate, and the cores the
     storage processes (`pids`) used meanwhile."""
-    storage_processes = [Running(pid) for pid in pids]
     sources = {"local": (local, None)} | {name: (bucket, url) for name, url in endpoints.items()}
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
     for round_ in range(ISOLATED_ROUNDS + 1):  # the first warms up: TF start, connections
         for name, (data, endpoint) in sources.items():
             if endpoint:
                 benchlib.use_storage_endpoint(endpoint)
-            (rate, _, _), shares = with_cpu_shares(lambda: posters_per_s(data), *storage_processes)  # noqa: B023
+            (rate, _, _), shares = with_cpu_shares(lambda data=data: posters_per_s(data), *pids)
             if round_:
                 runs[name].append((rate, sum(shares)))
     return {
@@ -189,7 +178,7 @@ def main() -> None:
         # Where the 2 cores go: the server's own share of the fetch, and fetching alone.
         urls = poster_urls(f"{bucket}/imdb")
         ours_before = time.process_time()  # this process: the job's side of the fetch
-        fetch_only, (server_share,) = with_cpu_shares(lambda: fetch_only_per_s(urls), server)
+        fetch_only, (server_share,) = with_cpu_shares(lambda: fetch_only_per_s(urls), server.pid)
         benchlib.emit("storage", "gcs_server_fetch_only", fetch_only, "posters/s", films=films)
         benchlib.emit("storage", "gcs_server_cpu_during_fetch", server_share, "cores")
         # What fetching costs a node whose bucket is elsewhere: the client's CPU alone.
@@ -198,7 +187,7 @@ def main() -> None:
         interleaved = fetch_interleaved_per_s(urls)
         benchlib.emit("storage", "gcs_server_fetch_interleave", interleaved, "posters/s")
         (plain, _, plain_cpu), (server_share,) = with_cpu_shares(
-            lambda: median_pipeline(f"{bucket}/imdb"), server
+            lambda: median_pipeline(f"{bucket}/imdb"), server.pid
         )
         benchlib.emit("storage", "gcs_server", plain, "posters/s", films=films)
         benchlib.emit("storage", "gcs_server_cpu_during_pipeline", server_share, "cores")
@@ -210,7 +199,7 @@ def main() -> None:
         with benchlib.LatencyProxy(server.url, delay_s=0.020) as proxy:
             benchlib.use_storage_endpoint(proxy.url)
             (slow, _, _), (server_share, proxy_share) = with_cpu_shares(
-                lambda: median_pipeline(f"{bucket}/imdb"), server, proxy
+                lambda: median_pipeline(f"{bucket}/imdb"), server.pid, proxy.pid
             )
             benchlib.emit("storage", "gcs_server_20ms", slow, "posters/s", films=films)
             benchlib.emit("storage", "gcs_server_20ms_cpu_server", server_share, "cores")

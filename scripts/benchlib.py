@@ -132,10 +132,6 @@ class GcsServer:
     def pid(self) -> int:
         return self._process.pid
 
-    def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far."""
-        return process_cpu_seconds(self.pid)
-
     def create_bucket(self, name: str) -> str:
         request = urllib.request.Request(
             f"{self.url}/storage/v1/b?project=bench",
@@ -206,10 +202,6 @@ class LatencyProxy:
     @property
     def pid(self) -> int:
         return self._process.pid
-
-    def cpu_seconds(self) -> float:
-        """CPU time the proxy process has used so far."""
-        return process_cpu_seconds(self.pid)
 
     def __exit__(self, *exc) -> None:
         self._process.terminate()
