@@ -55,6 +55,8 @@ class FaultProxy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.down_after_write: str | None = None  # go "down" once this object is written
+        # (path part, n): GETs of paths holding the part get 503 after the first n of them
+        self.fail_reads_after: tuple[str, int] | None = None
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -81,6 +83,14 @@ class FaultProxy:
                     return fault
                 draw -= rate
             return None
+
+    def _read_fails(self, path: str) -> bool:
+        """Whether a GET of `path` fails: it is one of fail_reads_after's, past the first n."""
+        if self.fail_reads_after is None or self.fail_reads_after[0] not in path:
+            return False
+        with self._lock:
+            self.counts["reads"] += 1
+            return self.counts["reads"] > self.fail_reads_after[1]
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -165,6 +175,8 @@ class FaultProxy:
                     self._error(403, "Forbidden: the caller does not have storage.objects.create")
                     return
                 fault = proxy._pick(self.command)
+                if self.command == "GET" and proxy._read_fails(self.path):
+                    fault = "503"
                 if fault:
                     proxy._count(fault)
                     proxy._count(f"faults {self.command}")

@@ -99,6 +99,26 @@ def test_corrupt_posters_drop_only_themselves_in_any_batch(source, demo_dir, tmp
     np.testing.assert_array_equal(np.concatenate([p for _, p in decoded]), np.stack(alone))
 
 
+def test_a_failure_fetching_posters_is_raised_not_taken_for_their_end(demo_dir):
+    """Chunks of fetched posters that stop with an error (a bucket that stopped answering):
+    decode_stream raises it, after the posters that came before it (the decoding skips
+    corrupt posters; it must not skip the rest of the films)."""
+    from job.features import DECODE_BATCH, decode_stream
+
+    jpegs = [path.read_bytes() for path in sorted((demo_dir / "Images").glob("*.jpg"))]
+    first = [jpegs[i % len(jpegs)] for i in range(DECODE_BATCH + 3)]
+
+    def chunks():
+        yield np.arange(len(first)), first
+        raise OSError("storage error: fetch 64 objects from gs://films/Images failed")
+
+    decoded = []
+    with pytest.raises(OSError, match="^storage error: fetch 64 objects from gs://films/Images"):
+        for batch in decode_stream(chunks(), 64):
+            decoded.append(batch)
+    assert np.concatenate([indexes for indexes, _ in decoded]).tolist() == list(range(len(first)))
+
+
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir, tmp_path):
     """A missing poster and a corrupt one in the same batch: each dropped and counted under

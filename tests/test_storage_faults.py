@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -103,4 +104,24 @@ def test_storage_down_mid_run_stops_cleanly_and_keeps_the_last_epoch(films, gcs_
     assert [line.split(",")[0] for line in history[1:]] == ["0"]
     assert storage.exists(f"{output}/checkpoints/last.weights.h5")
     assert storage.exists(f"{output}/backup/latest.weights.h5")
+    assert not storage.exists(f"{output}/_SUCCESS")
+
+
+def test_posters_unreadable_mid_fetch_stop_the_run_with_nothing_written(films, gcs_server):
+    """The bucket stops serving posters partway through the first epoch's fetch (its other
+    objects still readable, writes still working): the run must fail, not train on the
+    films it fetched before (a silent loss of the rest, as "no poster" drops)."""
+    output = f"{films}/runs/posters-down"
+    with FaultProxy(gcs_server) as proxy:
+        proxy.fail_reads_after = ("%2FImages%2F", 10)  # (in the object name, URL-quoted)
+        result = run_job(f"{films}/imdb", output, proxy.url, 1, GENRE_JOB_STORAGE_RETRY_S="2")
+
+    assert proxy.counts["503"] > 0, proxy.counts
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    # (the objects of a chunk that failed are fetched again through gcsfs, then given up)
+    expected = rf"Error: storage error: fetch \d+ objects from {films}/imdb/Images failed: "
+    assert re.fullmatch(expected + "HttpError: Service Unavailable, 503", last), last
+    assert not storage.exists(f"{output}/predictions.csv")
     assert not storage.exists(f"{output}/_SUCCESS")
