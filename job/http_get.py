@@ -86,12 +86,16 @@ class Connection:
         if self.sock.send(request) != len(request):
             raise ConnectionError("request not sent whole")
 
-    def receive(self) -> tuple[int, bytes] | None:
-        """Reads what has arrived; the (status, body) answer once it is all in."""
-        data = self.sock.recv(RECEIVE)
+    def receive(self, space: bytearray, view: memoryview) -> tuple[int, bytes] | None:
+        """Reads what has arrived into `space` (the loop's one read buffer, `view` over it:
+        no 256 KB object a read, and a body that arrives whole is copied once); the
+        (status, body) answer once it is all in."""
+        got = self.sock.recv_into(view)
+        data: memoryview | bytes = view[:got]
         # TLS: a read returns one record at most, and what it decrypted beyond the read
         # waits in TLS, not in the socket: nothing would wake the loop for it.
-        if isinstance(self.sock, ssl.SSLSocket):
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            data = bytes(data)
             while self.sock.pending():
                 data += self.sock.recv(RECEIVE)
         self.since = time.monotonic()  # (a stall is a quiet connection, not a long one)
@@ -100,25 +104,34 @@ class Connection:
                 self.keep_alive = False
                 return self.status, bytes(self.buffer)
             raise ConnectionError("connection closed mid-answer")
+        if not self.head_read and not self.buffer and isinstance(data, memoryview):
+            end = space.find(b"\r\n\r\n", 0, got)  # an answer's start: its head, here
+            if end >= 0:
+                self.read_head(space[:end])
+                data = data[end + 4 :]  # (what came of the body: usually all of it)
+                if self.length is not None and len(data) >= self.length:
+                    return self.status, bytes(data[: self.length])
         self.buffer += data
         if not self.head_read:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return None
-            try:
-                self.read_head(self.buffer[:end].decode("latin-1"))
-            except (ValueError, IndexError) as error:  # not an HTTP answer we read
-                raise Unusable(f"answer head: {error}") from None
+            self.read_head(self.buffer[:end])
             del self.buffer[: end + 4]
         if self.length is not None and len(self.buffer) >= self.length:
-            with memoryview(self.buffer) as view:  # one copy (a shard can be 200 MB)
-                return self.status, bytes(view[: self.length])
+            with memoryview(self.buffer) as body:  # one copy (a shard can be 200 MB)
+                return self.status, bytes(body[: self.length])
         return None
 
-    def read_head(self, head: str) -> None:
+    def read_head(self, raw: bytearray) -> None:
         """The status line and the four fields this client reads (each looked up in the
         head, not every field parsed: a fifth of the client's CPU went there)."""
-        head = head.lower()
+        try:
+            self.parse_head(raw.decode("latin-1").lower())
+        except (ValueError, IndexError) as error:  # not an HTTP answer we read
+            raise Unusable(f"answer head: {error}") from None
+
+    def parse_head(self, head: str) -> None:
         version, status = head.split(" ", 2)[:2]
         fields = head[head.find("\r\n") :] + "\r\n"  # "\r\nname: value\r\n..."
         self.status, self.head_read = int(status), True
@@ -242,6 +255,8 @@ class Download:
         """The loop: connections opened, asked, read, checked for stalls; until every URL
         is answered, every connection has stopped, or `close`."""
         connections = [Connection() for _ in range(self.workers)]
+        self.space = bytearray(RECEIVE)  # every read lands here first (Connection.receive)
+        self.view = memoryview(self.space)
         self.running = len(connections)
         try:
             self.selector.register(self.wake_reader, selectors.EVENT_READ)
@@ -364,7 +379,7 @@ class Download:
                     connection.sock.recv(RECEIVE)
                 self.drop(connection)  # (still waiting: reopened when there is work)
                 return None
-            answer = connection.receive()
+            answer = connection.receive(self.space, self.view)
         except (ssl.SSLWantReadError, BlockingIOError):
             return None
         except Unusable:  # answers this client does not read (chunked: GCS sends
