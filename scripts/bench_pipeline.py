@@ -121,8 +121,6 @@ def main() -> None:
     benchlib.emit("pipeline", "raw_full_size_decode_resize", usual, "posters/s", **rounds)
     benchlib.emit("pipeline", "first_epoch", first, "posters/s", films=kept, **rounds)
     benchlib.emit("pipeline", "first_epoch_vs_raw", first / raw, "ratio", goal=">= 0.9")
-    # Where the first epoch's time goes: reading the files, checking and decoding them
-    # into the cache (read_posters), against the tight loop over bytes in memory.
     # Where the CPU goes: the first epoch's against the batched tight loop's, and the part
     # of it that faulted in the cache's fresh pages (on this VM, memory its host had not
     # backed yet cost about 2 ms of CPU a MB: 0.1-0.15 s for the 65 MB of the real films,
@@ -133,6 +131,8 @@ def main() -> None:
         ("first_epoch_cache_touch_cpu", touch_cpu),
     ):
         benchlib.emit("pipeline", figure, statistics.median(seconds), "cpu seconds", **rounds)
+    # Where the first epoch's time goes: reading the files, checking and decoding them
+    # into the cache (read_posters), against the tight loop over bytes in memory.
     read = statistics.median(reads)
     benchlib.emit("pipeline", "first_epoch_read_decode", read, "posters/s", **rounds)
     benchlib.emit("pipeline", "first_epoch_read_decode_vs_raw", read / raw, "ratio")
