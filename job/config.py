@@ -82,7 +82,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     evaluation_fraction: float = 0.1
     image_size: int = 64
-    poster_decoding: str = "scaled_area"  # features.POSTER_DECODINGS; predict decodes so
+    poster_decoding: str = "scaled_area"  # jpegs.POSTER_DECODINGS; predict decodes so
     augment: bool | None = None  # random horizontal flips of training posters
     cache: str = "auto"  # decoded posters: auto | memory | disk | none (decode every epoch)
     cache_dir: str | None = None  # --cache disk: local folder (default: a temporary one)
@@ -125,7 +125,7 @@ class TrainConfig:
     def from_json(cls, text: str) -> TrainConfig:
         values = json.loads(text)
         # Runs written before poster_decoding was recorded decoded posters full-size
-        # (features.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
+        # (jpegs.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
         values.setdefault("poster_decoding", "full_bilinear")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

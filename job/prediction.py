@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from job import catalogue, features, storage
+from job import cache, catalogue, jpegs, storage
 from job.config import TrainConfig
 from job.errors import InputError, OutputError
 
@@ -61,7 +61,7 @@ def load_run(model_dir: str):
         path = Path(folder) / "model.keras"
         path.write_bytes(model_bytes)
         model = keras.models.load_model(path)
-    if config.poster_decoding not in features.POSTER_DECODINGS:
+    if config.poster_decoding not in jpegs.POSTER_DECODINGS:
         raise InputError(
             f"{model_dir}: posters decoded as {config.poster_decoding!r}, unknown to this version",
             "predict with the genre-job version that trained the run",
@@ -108,7 +108,7 @@ def predict(
     films = select(films, ids, shard_index, shard_count)
     inputs = {}  # by the exported model's input names
     if config.model != "lstm":
-        films, posters = features.read_posters(  # decoded as the run's were
+        films, posters = jpegs.read_posters(  # decoded as the run's were
             films,
             storage.join(data, images),
             config.image_size,
@@ -125,7 +125,7 @@ def predict(
     # Posters become float32 in [0, 1] a batch at a time: held as float, all at once, they
     # would take 4x their 12 KB a film. No graph rewrites: they copy captured inputs.
     dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
-    dataset = dataset.map(posters_to_float).with_options(features.no_rewrites())
+    dataset = dataset.map(posters_to_float).with_options(cache.no_rewrites())
     probs = model.predict(dataset, verbose=0) if len(films) else np.zeros((0, len(genres)))
     frame = predictions_frame(films.ids, probs, thresholds, genres, films.labels)
     target = storage.join(output, f"part-{shard_index:05d}.csv") if shard_count > 1 else output

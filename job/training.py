@@ -20,7 +20,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import __version__, catalogue, features, lock, models, multiworker, prepared, storage
+from job import (
+    __version__,
+    catalogue,
+    features,
+    jpegs,
+    lock,
+    models,
+    multiworker,
+    prepared,
+    storage,
+)
 from job.cache import cache_posters, choose_cache
 from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
@@ -97,7 +107,7 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
         if config.model != "lstm":
             images = storage.join(config.data, config.images)
             cache = choose_cache(config.cache, len(films), config.image_size)
-            films, posters = features.read_posters(
+            films, posters = jpegs.read_posters(
                 films, images, config.image_size, cache, config.cache_dir, config.poster_decoding
             )
             posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor

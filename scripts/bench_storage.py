@@ -23,7 +23,7 @@ import time
 import benchlib
 import tensorflow as tf
 
-from job import features, fetching, prepared, storage
+from job import fetching, jpegs, prepared, storage
 from job.catalogue import read_catalogue
 
 CSV = "IMDB_overview_genres.csv"
@@ -36,7 +36,7 @@ def posters_per_s(data: str) -> tuple[float, int, float]:
     """(posters/s of the pipeline over `data`, posters, this process's CPU ms a poster)"""
     started, cpu = time.perf_counter(), time.process_time()
     films = read_catalogue(f"{data}/{CSV}")
-    kept, _ = features.read_posters(films, f"{data}/Images", 64)
+    kept, _ = jpegs.read_posters(films, f"{data}/Images", 64)
     cpu_ms = (time.process_time() - cpu) * 1000 / len(kept)
     return len(kept) / (time.perf_counter() - started), len(kept), cpu_ms
 

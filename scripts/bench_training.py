@@ -13,7 +13,7 @@ import benchlib
 import keras
 import numpy as np
 
-from job import features, models
+from job import features, jpegs, models
 from job.cache import cache_posters
 from job.catalogue import read_catalogue, split_of
 
@@ -40,7 +40,7 @@ def main() -> None:
     films = read_catalogue(str(root / "IMDB_overview_genres.csv"))
     films = films.subset(np.arange(len(films)) < limit)
     train = split_of(films.ids, 42, 0.1, 0.1) == "train"
-    kept, posters = features.read_posters(films, str(root / "Images"), 64)
+    kept, posters = jpegs.read_posters(films, str(root / "Images"), 64)
     posters = cache_posters(posters, "memory", None)  # as a run holds them
     texts = [o for o, t in zip(films.overviews, train, strict=True) if t]
     # (name, model kind, settings): the seed's and the tuned recipe's overview model, and

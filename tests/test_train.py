@@ -171,7 +171,7 @@ def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
     import keras
 
     from job.catalogue import read_catalogue
-    from job.features import read_posters
+    from job.jpegs import read_posters
 
     data, output = str(tmp_path / "data"), str(tmp_path / "run")
     copy_tree(demo_dir, data)
