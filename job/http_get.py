@@ -3,7 +3,7 @@ fetches from a bucket.
 
 gcsfs spent 0.23 ms of CPU on each poster it fetched (aiohttp, and its retry, header and
 response layers): half of what decoding a poster costs, on the same cores. Here each of
-CONNECTIONS connections sends one bare GET at a time and reads the Content-Length body
+`connections` connections sends one bare GET at a time and reads the Content-Length body
 straight off the socket, all of them served by one selector loop on a thread of its own.
 Fetching the real posters from fake-gcs-server on another core (/tmp scripts, 2026-11-26),
 that took 0.050-0.055 ms of CPU a poster over plain HTTP and 0.12-0.14 ms over TLS (as
@@ -20,8 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
-import os
-import resource
 import selectors
 import socket
 import ssl
@@ -29,23 +27,6 @@ import threading
 import time
 import urllib.parse
 
-
-def connection_count() -> int:
-    """Connections to open, each with one request in flight: as many as the cores can
-    decode for. A core decodes about 3,500 real posters a second, which takes 70 requests
-    in flight from a bucket 20 ms away, 175 from one 50 ms away: 96 a core (at least 128,
-    at most 1,024), and no more than a quarter of the file handles the process may open (a
-    shell's default soft limit is often 1,024: on a 16-core machine the connections would
-    have taken every handle, failing whatever else opened a file meanwhile).
-    Through the benchmark's 20 ms proxy on 2 cores, fetch + decode ran at 3,520 posters/s
-    with 128 connections, 3,700 with 192, 3,670 with 256 (medians of 4; without the proxy
-    4,170 / 4,090 / 4,050, within their spread; /tmp script, 2026-11-26)."""
-    wanted = min(1024, max(128, 96 * len(os.sched_getaffinity(0))))
-    handles = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return wanted if handles == resource.RLIM_INFINITY else max(1, min(wanted, handles // 4))
-
-
-CONNECTIONS = connection_count()
 CONNECT_TIMEOUT_S = 30.0  # as gcsfs's (job/storage.py)
 
 
@@ -173,7 +154,7 @@ class Download:
         timeout: float,
         chunk: int,
         ahead: int,
-        connections: int = CONNECTIONS,
+        connections: int,
     ) -> None:
         self.urls, self.timeout, self.chunk, self.ahead = urls, timeout, chunk, ahead
         self.host = urllib.parse.urlsplit(urls[0])  # (urls: at least one)

@@ -300,9 +300,9 @@ def test_connections_stay_within_the_file_handles_the_process_may_open(bucket, g
 import logging, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-from job import fetching, http_get
+from job import fetching
 blobs = fetching.fetch_many({list(objects)!r})
-print(http_get.CONNECTIONS, sum(blob is not None for blob in blobs))
+print(fetching.CONNECTIONS, sum(blob is not None for blob in blobs))
 """
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_server}
     result = subprocess.run(
