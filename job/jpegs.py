@@ -55,10 +55,10 @@ def read_posters(
     this one decodes, so the bucket's latency and the decoder overlap instead of adding up;
     all chunks flow through one decoding pipeline. From a local folder, tf.data reads the
     files itself in the decoding calls: no Python between file and decoder, and one
-    listing of the folder says which posters exist. Reading, checking and decoding the
-    5,332 real posters that way took 3.5% longer than decoding their bytes from memory
-    (tracing aside). Returns the films kept and their posters, uint8 (films, size, size,
-    3), held as `cache` says.
+    listing of the folder says which posters exist (feeding the decoder from Python reads
+    instead made the first epoch slower: 0.79 of the raw decoding loop against 0.85, /tmp
+    script, 2026-11-26). Returns the films kept and their posters, uint8 (films, size,
+    size, 3), held as `cache` says.
     """
     urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
     found = np.zeros(len(urls), dtype=bool)
