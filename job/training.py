@@ -401,3 +401,5 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         return finish_run(config, vectorizer, films, inputs, split, staging, mirror)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not chief:
+            shutil.rmtree(target, ignore_errors=True)

@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -89,6 +90,9 @@ class GcsServer:
     """
 
     def __init__(self, log_dir: Path | None = None, backend: str = "memory") -> None:
+        # A folder of its own is removed on exit: with the filesystem backend it holds
+        # every object uploaded (392 MB for the real posters), run after run.
+        self.own_folder = log_dir is None
         self.folder = Path(log_dir or tempfile.mkdtemp(prefix="fake-gcs-"))
         self.log_path = self.folder / "server.log"
         self.backend = backend
@@ -144,6 +148,8 @@ class GcsServer:
     def __exit__(self, *exc) -> None:
         self._process.terminate()
         self._process.wait(timeout=10)
+        if self.own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class LatencyProxy:

@@ -14,6 +14,7 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,6 +42,23 @@ REAL_DATA = Path(
 DEMO_FILMS = 160
 # Demo overviews are about 15 words: 24 tokens keep them whole and the LSTM 4x faster.
 LSTM_FAST = ["--sequence-length", "24", "--max-tokens", "2000"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
+    """The job's temporary folders (staging, disk cache, a worker's scratch) go under
+    pytest's own folder, here and in the job's subprocesses (TMPDIR). A job killed by a
+    test (SIGKILL) cannot remove its staging; pytest removes its folder after a passing
+    session. Left in /tmp, run after run, they had filled this machine's disk."""
+    folder = tmp_path_factory.mktemp("tmp")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    yield folder
+    tempfile.tempdir = saved[1]
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
 
 
 @pytest.fixture(scope="session")
