@@ -79,8 +79,8 @@ TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "
         ("bench_memory.py", {"train_cnn_peak_rss"}),
     ],
 )
-def test_benchmark_prints_its_figures(script, figures, demo_dir):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+def test_benchmark_prints_its_figures(script, figures, demo_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts"), "TMPDIR": str(tmp_path)}
     env.pop("STORAGE_EMULATOR_HOST", None)
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
@@ -92,6 +92,8 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir):
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
+    # No server's objects or job's staging left behind (they had filled a disk, run after run).
+    assert not [*tmp_path.glob("fake-gcs-*"), *tmp_path.glob("genre-job-*")]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {line["figure"] for line in lines} == figures
     # Rates, ratios and memory are positive; a CPU share or the fraction of time waiting
