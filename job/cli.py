@@ -3,8 +3,10 @@ exit code here, and only here (3: bad input, do not retry; 4: output refused; 75
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import tempfile
 
 import click
 
@@ -35,9 +37,21 @@ def reports_errors(command):
         except OSError as error:  # storage: unreachable bucket, denied, connection reset
             if os.environ.get("GENRE_JOB_DEBUG"):
                 raise
-            raise click.ClickException(logs.redact(f"storage error: {error}")) from None
+            raise click.ClickException(logs.redact(os_error_line(error))) from None
 
     return wrapper
+
+
+def os_error_line(error: OSError) -> str:
+    """One line (h5py's messages span lines); a full local disk says which and what to do."""
+    message = " ".join(str(error).split())
+    if error.errno == errno.ENOSPC:
+        return (
+            f"local disk full: {message} (the job stages checkpoints and logs under"
+            f" {tempfile.gettempdir()}: free space there or set TMPDIR to a larger disk;"
+            " on Kubernetes, raise the scratch volume's sizeLimit)"
+        )
+    return f"storage error: {message}"
 
 
 def required(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
