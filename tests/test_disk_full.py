@@ -28,7 +28,7 @@ def small_disk(tmp_path):
         yield mount_point
     finally:
         tempfile.tempdir = saved
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)  # 2 MB if it stays
 
 
 # h5py reports the failed write once more when its file object is collected.
