@@ -48,15 +48,18 @@ def load_run(model_dir: str):
     """(config, keras model, thresholds) of a finished run."""
     import keras
 
-    try:
-        config = TrainConfig.from_json(storage.read_bytes(storage.join(model_dir, "config.json")))
-        thresholds = json.loads(storage.read_bytes(storage.join(model_dir, "thresholds.json")))
-        model_bytes = storage.read_bytes(storage.join(model_dir, "model.keras"))
-    except FileNotFoundError as error:
-        raise InputError(
-            f"{model_dir}: not a finished run ({Path(str(error)).name} missing)",
-            "point --model-dir at the --output of a finished train",
-        ) from None
+    run = {}
+    for name in ("config.json", "thresholds.json", "model.keras"):
+        try:
+            run[name] = storage.read_bytes(storage.join(model_dir, name))
+        except FileNotFoundError:
+            raise InputError(
+                f"{model_dir}: not a finished run ({name} missing)",
+                "point --model-dir at the --output of a finished train",
+            ) from None
+    config = TrainConfig.from_json(run["config.json"])
+    thresholds = json.loads(run["thresholds.json"])
+    model_bytes = run["model.keras"]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         path.write_bytes(model_bytes)

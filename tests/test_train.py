@@ -209,6 +209,21 @@ def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
     )
 
 
+def test_predict_from_a_folder_that_is_not_a_finished_run(demo_dir, tmp_path, bucket, cli):
+    """The first file of a finished run that is missing is named, in a folder and a bucket."""
+    storage.write_text(f"{bucket}/run/config.json", "{}")  # a run stopped before its end
+    for model_dir, missing in ((tmp_path, "config.json"), (f"{bucket}/run", "thresholds.json")):
+        result = cli(
+            "predict", "--model-dir", model_dir, "--data", demo_dir, "--output", tmp_path / "p.csv"
+        )
+        assert result.exit_code == 3  # bad input
+        assert result.output.splitlines()[-1] == (
+            f"Error: {model_dir}: not a finished run ({missing} missing)"
+            " (point --model-dir at the --output of a finished train)"
+        )
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_sharded_predict_merges_to_single_predict(demo_dir, tmp_path, cli):
     data, output = str(tmp_path / "data"), str(tmp_path / "run")
     copy_tree(demo_dir, data)
