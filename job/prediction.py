@@ -48,18 +48,18 @@ def load_run(model_dir: str):
     """(config, keras model, thresholds) of a finished run."""
     import keras
 
-    run = {}
+    run_files = {}
     for name in ("config.json", "thresholds.json", "model.keras"):
         try:
-            run[name] = storage.read_bytes(storage.join(model_dir, name))
+            run_files[name] = storage.read_bytes(storage.join(model_dir, name))
         except FileNotFoundError:
             raise InputError(
                 f"{model_dir}: not a finished run ({name} missing)",
                 "point --model-dir at the --output of a finished train",
             ) from None
-    config = TrainConfig.from_json(run["config.json"])
-    thresholds = json.loads(run["thresholds.json"])
-    model_bytes = run["model.keras"]
+    config = TrainConfig.from_json(run_files["config.json"])
+    thresholds = json.loads(run_files["thresholds.json"])
+    model_bytes = run_files["model.keras"]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         path.write_bytes(model_bytes)

@@ -51,14 +51,10 @@ def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
     test (SIGKILL) cannot remove its staging; pytest removes its folder after a passing
     session. Left in /tmp, run after run, they had filled this machine's disk."""
     folder = tmp_path_factory.mktemp("tmp")
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
-    yield folder
-    tempfile.tempdir = saved[1]
-    if saved[0] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")
