@@ -88,8 +88,8 @@ def select(
     """The films listed by `ids` (all when None), then contiguous shard `shard_index`.
     An Id that is not a film of the catalogue is an InputError naming a few of them."""
     if ids is not None:
-        wanted = set(ids)
-        unknown = [i for i in dict.fromkeys(ids) if i not in set(films.ids)]
+        wanted, known = set(ids), set(films.ids)
+        unknown = [i for i in dict.fromkeys(ids) if i not in known]
         if unknown:
             raise InputError(
                 f"{len(unknown)} of {len(wanted)} requested Ids are not films of {csv_url}:"
