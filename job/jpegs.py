@@ -4,12 +4,13 @@ Posters are read from a local folder by tf.data itself, or fetched from a bucket
 fsspec file system) in chunks with the next chunks in flight (job/fetching.py), then
 decoded DECODE_BATCH at a time on a private pool of DECODE_CALLS threads into the chosen
 cache (job/cache.py): JPEGs at the JPEG scale the header allows (decode_resized), PNG,
-GIF, BMP and WebP full-size (decode_other_poster), whatever the file's name says. Corrupt
+GIF, BMP and WebP full-size (decode_other), whatever the file's name says. Corrupt
 or oversized posters drop their film, counted and logged; a storage failure stops the run.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -224,12 +225,79 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
 def decode_poster(blob: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING) -> tf.Tensor:
     """Poster bytes -> (size, size, 3) uint8; fails on corrupt, unknown or oversized (bomb)
     posters. The format is told by the bytes, not the file's name (a PNG saved as .jpg
-    decodes as a PNG): JPEG as below, PNG, GIF, BMP and WebP through tf.io.decode_image."""
-    return tf.cond(
-        tf.io.is_jpeg(blob),
-        lambda: decode_jpeg_poster(blob, image_size, decoding),
-        lambda: decode_other_poster(blob, image_size, decoding),
-    )
+    decodes as a PNG): JPEG as decode_resized decodes it; PNG, GIF, BMP and WebP full-size
+    through tf.io.decode_image, then resized the same way.
+
+    One switch a poster picks the JPEG scale or the other formats' decoder (decode_other):
+    a tf.cond on the format in front of the JPEG switch cost every JPEG poster more CPU
+    (docs/performance.md). Only a JPEG reaches extract_jpeg_shape (it fails on anything else); another
+    format is given a stand-in JPEG's header there, and its own header is checked for
+    bombs in decode_other.
+    """
+    check_decoding(decoding)
+    jpeg = tf.io.is_jpeg(blob)
+    shape = tf.image.extract_jpeg_shape(tf.where(jpeg, blob, stand_in_jpeg()))
+    decoders = [*jpeg_decoders(blob, decoding), lambda: decode_other(blob)]
+    index = tf.where(jpeg, jpeg_decoder_index(shape, image_size, decoding), len(decoders) - 1)
+    with tf.control_dependencies([refuse_bombs(shape)]):
+        image = tf.switch_case(index, decoders)
+    return resized(image, image_size, decoding)
+
+
+def decode_resized(
+    blob: tf.Tensor, shape: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING
+) -> tf.Tensor:
+    """JPEG bytes of `shape` (extract_jpeg_shape's) -> (size, size, 3) uint8.
+
+    "scaled_area": libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT
+    coefficients, skipping most of the work; the poster is decoded at the smallest of these
+    that keeps both sides at least `image_size`, then area-averaged down to it. For the
+    real 150x300 posters that is half size, then 75x150 -> 64x64: 255 us a poster on one
+    core here, against 400 us for a full decode and an antialiased bilinear resize (which
+    it differs from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
+    "full_bilinear": that full-size decode and antialiased bilinear resize.
+    """
+    check_decoding(decoding)
+    index = jpeg_decoder_index(shape, image_size, decoding)
+    image = tf.switch_case(index, jpeg_decoders(blob, decoding))
+    return resized(image, image_size, decoding)
+
+
+def check_decoding(decoding: str) -> None:
+    if decoding not in POSTER_DECODINGS:
+        raise ValueError(f"unknown poster decoding {decoding!r}")
+
+
+def jpeg_decoders(blob: tf.Tensor, decoding: str) -> list:
+    """Functions decoding the JPEG `blob` to (h, w, 3) uint8: full-size ("full_bilinear"),
+    or at each scale libjpeg offers ("scaled_area": ratio is an attribute of the op, so one
+    function a ratio)."""
+    ratios = (1,) if decoding == FULL_SIZE_DECODING else (1, 2, 4, 8)
+    return [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in ratios]
+
+
+def jpeg_decoder_index(shape: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
+    """Which of jpeg_decoders: the smallest scale that keeps both sides >= image_size."""
+    if decoding == FULL_SIZE_DECODING:
+        return tf.constant(0)
+    smaller_side = tf.reduce_min(shape[:2])
+    return tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
+
+
+def resized(image: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
+    """(h, w, 3) uint8 -> (size, size, 3) uint8: area-averaged ("scaled_area"), or an
+    antialiased bilinear resize ("full_bilinear")."""
+    full = decoding == FULL_SIZE_DECODING
+    size = [image_size, image_size]
+    image = tf.image.resize(image, size, "bilinear" if full else "area", antialias=full)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+@functools.cache
+def stand_in_jpeg() -> bytes:
+    """A small valid JPEG: what extract_jpeg_shape reads in place of another format."""
+    with tf.init_scope():  # (eager, even while a tf.data function is being traced)
+        return tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()
 
 
 def refuse_bombs(shape: tf.Tensor) -> tf.Operation:
@@ -243,31 +311,22 @@ def refuse_bombs(shape: tf.Tensor) -> tf.Operation:
     )
 
 
-def decode_jpeg_poster(blob: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
-    shape = tf.image.extract_jpeg_shape(blob)  # (height, width, channels), from the header
-    with tf.control_dependencies([refuse_bombs(shape)]):
-        return decode_resized(blob, shape, image_size, decoding)  # errors if corrupt
-
-
-def decode_other_poster(blob: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
-    """A PNG, GIF (its first frame), BMP or WebP poster, decoded full-size then resized as
-    `decoding` resizes (area-averaged, or antialiased bilinear)."""
-    if decoding not in POSTER_DECODINGS:
-        raise ValueError(f"unknown poster decoding {decoding!r}")
+# A function call that stays one op: inlined, its ops sat in the JPEG posters' switch too,
+# where the branch not taken still costs each of its ops (docs/performance.md).
+@tf.function(
+    input_signature=[tf.TensorSpec([], tf.string)], experimental_attributes={"_noinline": True}
+)
+def decode_other(blob: tf.Tensor) -> tf.Tensor:
+    """A PNG, GIF (its first frame), BMP or WebP poster -> (h, w, 3) uint8, full-size,
+    after its header passed the bomb check."""
     with tf.control_dependencies([refuse_bombs(header_shape(blob))]):
         # As stored (channels=3 is refused for a WebP with alpha), then RGB: alpha dropped
         # as decode_png drops it, gray repeated.
         image = tf.io.decode_image(blob, expand_animations=False)  # (h, w, 1-4) uint8
-    image = tf.cond(
-        tf.shape(image)[2] >= 3,
-        lambda: image[:, :, :3],
-        lambda: tf.image.grayscale_to_rgb(image[:, :, :1]),
-    )
+    rgb = tf.where(tf.shape(image)[2] >= 3, tf.range(3), tf.zeros(3, tf.int32))
+    image = tf.gather(image, rgb, axis=2)
     image.set_shape([None, None, 3])
-    full = decoding == FULL_SIZE_DECODING
-    size = [image_size, image_size]
-    resized = tf.image.resize(image, size, "bilinear" if full else "area", antialias=full)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    return image
 
 
 def header_shape(blob: tf.Tensor) -> tf.Tensor:
@@ -302,33 +361,3 @@ def header_shape(blob: tf.Tensor) -> tf.Tensor:
     known = tf.stack([known for known, _ in formats])
     kind = tf.reduce_min(tf.where(known, tf.range(len(formats)), len(formats)))  # the first
     return tf.gather(shapes, kind)
-
-
-def decode_resized(
-    blob: tf.Tensor, shape: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING
-) -> tf.Tensor:
-    """JPEG bytes of `shape` (extract_jpeg_shape's) -> (size, size, 3) uint8.
-
-    "scaled_area": libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT
-    coefficients, skipping most of the work; the poster is decoded at the smallest of these
-    that keeps both sides at least `image_size`, then area-averaged down to it. For the
-    real 150x300 posters that is half size, then 75x150 -> 64x64: 255 us a poster on one
-    core here, against 400 us for a full decode and an antialiased bilinear resize (which
-    it differs from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
-    "full_bilinear": that full-size decode and antialiased bilinear resize.
-    """
-    if decoding not in POSTER_DECODINGS:
-        raise ValueError(f"unknown poster decoding {decoding!r}")
-    size = [image_size, image_size]
-    if decoding == FULL_SIZE_DECODING:
-        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8
-        resized = tf.image.resize(image, size, antialias=True)
-    else:
-        smaller_side = tf.reduce_min(shape[:2])
-        halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
-        image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
-            halvings,
-            [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in (1, 2, 4, 8)],
-        )  # (h / ratio, w / ratio, 3) uint8
-        resized = tf.image.resize(image, size, method="area")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
