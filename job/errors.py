@@ -13,6 +13,12 @@ class GenreJobError(Exception):
         self.hint = hint
 
 
+class SetupError(GenreJobError):
+    """The job's environment is wrong (e.g. an incomplete JobSet environment): a usage error."""
+
+    exit_code = 2
+
+
 class InputError(GenreJobError):
     """The data is unusable: retrying the same command cannot help (Kubernetes fails the Job)."""
 
