@@ -34,4 +34,4 @@ class OutputError(GenreJobError):
 class TrainingInterrupted(GenreJobError):
     """SIGTERM (node drain, preemption): state is in the bucket, a rerun resumes."""
 
-    exit_code = 143  # 128 + SIGTERM: Jobs and TFJobs (restartPolicy ExitCode) retry it
+    exit_code = 143  # 128 + SIGTERM: the Jobs retry it, the JobSet restarts its pods
