@@ -11,8 +11,7 @@ import tempfile
 import click
 
 from job import logs
-from job.cache import CACHES
-from job.config import CSV_NAME, IMAGES_NAME, env_default
+from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
 from job.errors import GenreJobError
 
 
