@@ -6,13 +6,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import tempfile
 
 import click
 
 from job import logs
 from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
-from job.errors import GenreJobError
+from job.errors import GenreJobError, TrainingInterrupted
 
 
 class JobFailed(click.ClickException):
@@ -29,6 +30,12 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as error:  # SIGTERM / Ctrl-C: not a failure, one line
+            click.echo(logs.redact(str(error)), err=True)
+            raise click.exceptions.Exit(error.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside the training steps
+            click.echo("interrupted; rerun the same command to resume", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         except GenreJobError as error:
             if os.environ.get("GENRE_JOB_DEBUG"):
                 raise

@@ -26,6 +26,11 @@ class OutputError(GenreJobError):
 
 
 class TrainingInterrupted(GenreJobError):
-    """SIGTERM (node drain, preemption): state is in the bucket, a rerun resumes."""
+    """SIGTERM (node drain, preemption) or SIGINT (Ctrl-C): the last finished epoch's state
+    is in the bucket, a rerun resumes. The message is the whole line the CLI prints."""
 
     exit_code = 143  # 128 + SIGTERM: Jobs and TFJobs (restartPolicy ExitCode) retry it
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 128 + the signal: 143 SIGTERM, 130 SIGINT

@@ -101,7 +101,9 @@ def fit(
 
         return strategy.reduce(reduce, strategy.run(step, args=batch), axis=None)
 
-    stop = StopOnSignal()  # SIGTERM: raise after the current step; the backup is in place
+    # SIGTERM, SIGINT: raise after the current step; the backup is in place (the process
+    # ends with that error, so the handlers are put back only after a finished loop)
+    stop = StopOnSignal(config.epochs)
 
     def run_epoch(batches, step_fn) -> dict[str, float]:
         total = tf.zeros(5)
@@ -123,6 +125,7 @@ def fit(
     )
     waited = 0  # epochs since the best val_loss (early stopping)
     for epoch in range(done, config.epochs):
+        stop.on_epoch_begin(epoch)
         started = time.monotonic()
         optimizer.learning_rate.assign(schedule(epoch))
         logs = run_epoch(train_batches, train_step)
@@ -154,6 +157,7 @@ def fit(
         if config.early_stopping and waited >= config.early_stopping:
             log.info("early stopping: val_loss not better for %d epochs", waited)
             break
+    stop.restore()
 
 
 def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:
@@ -162,7 +166,7 @@ def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:
         writer = csv.DictWriter(file, fieldnames=["epoch", *sorted(logs)])
         if new:
             writer.writeheader()
-        writer.writerow({"epoch": epoch, **logs})
+        writer.writerow({"epoch": epoch + 1, **logs})  # 1-based, as the log lines
 
 
 def write_tensorboard(folder: Path, epoch: int, logs: dict[str, float]) -> None:

@@ -51,7 +51,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     config = json.loads((output / "config.json").read_text())
     assert config["run"]["strategy"] == "MultiWorkerMirroredStrategy"
     assert config["run"]["global_batch_size"] == 32
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == [1, 2]
     assert (output / "_SUCCESS").exists() and (output / "model.keras").exists()
     for side in ("train", "validation"):
         assert list((output / "tensorboard" / side).glob("events.out.tfevents*"))
