@@ -258,10 +258,15 @@ def rate(name: str, text: str):
 def train(**options) -> None:
     """Train a model; writes checkpoints, logs, model, metrics and predictions to --output."""
     from job.config import TrainConfig
-    from job.training import train as run_training
+    from job.runfolder import overlap
 
     options["csv"] = options.pop("csv_name")
+    how = overlap(options["data"], options["output"])
+    if how:  # the run would be written into the dataset, or the dataset pulled into staging
+        raise click.BadParameter(f"{options['output']} {how}", param_hint="--output")
     config = TrainConfig(**options)
+    from job.training import train as run_training  # TensorFlow: after the checks above
+
     scores = run_training(config)
     if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
         click.echo(f"worker finished; outputs: {config.output}")

@@ -36,7 +36,8 @@ from job.callbacks import EpochLog, History, StopOnSignal, SyncToBucket, seed_sc
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
-from job.exporter import clear_output, finish_run, refuse_finished_run
+from job.exporter import clear_output, finish_run
+from job.runfolder import check_output
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def train(config: TrainConfig) -> dict | None:
     if not chief:
         return _train(config, chief)
     # Only the chief writes the run: it holds the lock against a second job on --output.
-    refuse_finished_run(config.output, config.overwrite)
+    check_output(config)  # before the lock: nothing is written into a folder that is not ours
     run_lock = take_lock(config)
     try:
         if config.overwrite:
