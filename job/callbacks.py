@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, SIGTERM."""
+"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import keras
 
+from job import lock
 from job.errors import TrainingInterrupted
 from job.storage import Mirror
 
@@ -70,6 +71,7 @@ class SyncToBucket(keras.callbacks.Callback):
         self.mirror = mirror
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        lock.check_held()  # a job that lost its lease writes nothing more
         self.mirror.sync()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -93,9 +95,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self._previous = {number: signal.signal(number, self._receive) for number in signals}
 
     def _receive(self, number: int, _frame: object) -> None:
-        log.warning(
-            "received %s: stopping after the current step", signal.Signals(number).name
-        )
+        log.warning("received %s: stopping after the current step", signal.Signals(number).name)
         self.received = number
         signal.signal(number, self._previous[number])
 
@@ -108,6 +108,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self.done = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        lock.check_held()  # another job took the output over: stop before writing more
         if self.received is not None:
             raise TrainingInterrupted(
                 f"stopped after epoch {self.done} of {self.epochs};"

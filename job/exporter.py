@@ -23,6 +23,7 @@ from job.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
 
+
 def clear_output(output: str) -> None:
     """--overwrite: start from empty, but for our own lock."""
     for relative in storage.list_files(output):

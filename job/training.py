@@ -294,7 +294,8 @@ def train(config: TrainConfig) -> dict | None:
         scores = _train(config, chief)
     except storage.StorageError:
         # The bucket is unreachable: releasing would only wait out more retries. The
-        # retried run (same $GENRE_JOB_RUN_ID, or a gone local process) takes the lock over.
+        # lease expires and the retried run takes it over.
+        run_lock.abandon()
         raise
     except BaseException:
         release_quietly(run_lock)
