@@ -11,7 +11,7 @@ import tempfile
 
 import click
 
-from job import logs
+from job import logs, tfstart
 from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
 from job.errors import GenreJobError, TrainingInterrupted
 
@@ -265,7 +265,8 @@ def train(**options) -> None:
     if how:  # the run would be written into the dataset, or the dataset pulled into staging
         raise click.BadParameter(f"{options['output']} {how}", param_hint="--output")
     config = TrainConfig(**options)
-    from job.training import train as run_training  # TensorFlow: after the checks above
+    tfstart.load()  # after the checks above: they answer without TensorFlow
+    from job.training import train as run_training
 
     scores = run_training(config)
     if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
@@ -307,6 +308,7 @@ def predict(
     shard_count: int,
 ) -> None:
     """Predict genres for the films of --data with a finished run's model."""
+    tfstart.load()
     from job.prediction import predict as run_prediction
 
     if shard_index >= shard_count:
@@ -342,6 +344,7 @@ def merge_predictions(parts: str, output: str) -> None:
 @reports_errors
 def prepare(data: str, csv_name: str, images: str, output: str, image_size: int) -> None:
     """Write the dataset as TFRecord shards with posters decoded (train --data reads it)."""
+    tfstart.load()
     from job.prepared import write_prepared
 
     manifest = write_prepared(data, output, csv_name, images, image_size)
@@ -381,6 +384,7 @@ def compare(runs: tuple[str, ...]) -> None:
 @reports_errors
 def demo_data(output: str, films: int, seed: int) -> None:
     """Generate a small synthetic dataset in the real dataset's format."""
+    tfstart.load()  # posters are encoded with TensorFlow
     from job.demo import write_demo_data
 
     click.echo(f"{write_demo_data(output, films, seed)} films: {output}")
