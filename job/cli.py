@@ -31,7 +31,8 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except TrainingInterrupted as error:  # SIGTERM / Ctrl-C: not a failure, one line
-            click.echo(logs.redact(str(error)), err=True)
+            hint = f" ({error.hint})" if error.hint else ""
+            click.echo(logs.redact(f"{error}{hint}"), err=True)
             raise click.exceptions.Exit(error.exit_code) from None
         except KeyboardInterrupt:  # Ctrl-C outside the training steps
             click.echo("interrupted; rerun the same command to resume", err=True)

@@ -31,6 +31,6 @@ class TrainingInterrupted(GenreJobError):
 
     exit_code = 143  # 128 + SIGTERM: Jobs and TFJobs (restartPolicy ExitCode) retry it
 
-    def __init__(self, message: str, exit_code: int = 143) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 143) -> None:
+        super().__init__(message, hint)
         self.exit_code = exit_code  # 128 + the signal: 143 SIGTERM, 130 SIGINT

@@ -204,7 +204,7 @@ class Lock:
         while not self._stop.wait(self.lease_s / RENEWALS_PER_LEASE) and not self.lost:
             try:
                 self.renew()
-            except OSError as error:  # tried again next time; the lease outlives a few
+            except Exception as error:  # tried again next time; the lease outlives a few
                 log.warning("%s: could not renew the lease: %s", self.url, error)
 
     def renew(self) -> None:

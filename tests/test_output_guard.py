@@ -21,6 +21,17 @@ def snapshot(url: str) -> dict[str, bytes]:
     return {f: storage.read_bytes(storage.join(url, f)) for f in storage.list_files(url)}
 
 
+def assert_refused(cli, data: str, output: str, line: str, *extra: str) -> None:
+    """`train --model cnn` on `output` exits 4 with `line`, and leaves it byte for byte."""
+    before = snapshot(output)
+    refused = cli(
+        "train", "--model", "cnn", "--data", data, "--output", output, "--epochs", "1", *extra
+    )  # fmt: skip
+    assert refused.exit_code == 4, refused.output
+    assert refused.output.strip() == line
+    assert snapshot(output) == before  # no _LOCK, no config.json, nothing removed
+
+
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_a_folder_of_other_files_is_refused_and_left_alone(where, demo_dir, tmp_path, cli, request):
     data, output = str(demo_dir), output_of(where, tmp_path, request)
@@ -28,18 +39,17 @@ def test_a_folder_of_other_files_is_refused_and_left_alone(where, demo_dir, tmp_
     storage.write_text(storage.join(output, "photos/a.jpg"), "not a poster")
     storage.write_text(storage.join(output, "photos/b.jpg"), "not a poster")
     storage.write_text(storage.join(output, "zz.csv"), "Id\n1\n")
-    before = snapshot(output)
 
     for extra in ([], ["--overwrite"]):  # --overwrite never deletes someone else's files
-        refused = cli("train", "--model", "cnn", "--data", data, "--output", output, *extra)
-
-        assert refused.exit_code == 4, refused.output
-        assert refused.output.strip() == (
+        assert_refused(
+            cli,
+            data,
+            output,
             f"Error: {output} holds files that are not a genre-job run (notes.txt, "
             "photos/a.jpg, photos/b.jpg and 1 more) (choose another --output: absent, "
-            "empty, or a run of this job)"
+            "empty, or a run of this job)",
+            *extra,
         )
-        assert snapshot(output) == before  # no _LOCK, no config.json, nothing removed
 
 
 def test_a_run_with_other_settings_is_refused_on_a_folder_and_a_bucket(
@@ -53,20 +63,18 @@ def test_a_run_with_other_settings_is_refused_on_a_folder_and_a_bucket(
     on_bucket = f"{bucket}/runs/lstm"
     copy_tree(output, on_bucket)
 
-    for run in (str(output), on_bucket):
-        before = snapshot(run)
-        refused = cli(
-            "train", "--model", "cnn", "--data", data, "--output", run, "--epochs", "1",
-            "--seed", "7", *LSTM_FAST,
-        )  # fmt: skip
-
-        assert refused.exit_code == 4, refused.output
-        assert refused.output.strip() == (
+    for run in (str(output), on_bucket):  # config.json still says lstm after the refusal
+        assert_refused(
+            cli,
+            data,
+            run,
             f"Error: {run} holds a run with other settings: --model lstm there, cnn here; "
             "--learning-rate 0.001 there, 0.0001 here; --constant-epochs 0 there, 10 here; "
-            "and 4 more (choose another --output, or pass --overwrite to replace that run)"
+            "and 4 more (choose another --output, or pass --overwrite to replace that run)",
+            "--seed",
+            "7",
+            *LSTM_FAST,
         )
-        assert snapshot(run) == before  # config.json still says lstm; no _LOCK left
 
     # The same command resumes; --overwrite replaces the run with the other settings.
     resumed = cli(*lstm, "--epochs", "1")
