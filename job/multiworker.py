@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job import lock
 from job.callbacks import StopOnSignal, seed_schedule
 from job.config import TrainConfig
 from job.errors import SetupError, TrainingInterrupted
@@ -157,11 +159,14 @@ def fit(
 
         return strategy.reduce(reduce, strategy.run(step, args=(*batch, stopping)), axis=None)
 
-    stop = StopOnSignal()  # SIGTERM: only noted here; the all-reduced flag stops every worker
+    # SIGTERM, SIGINT: only noted here; the all-reduced flag stops every worker after the
+    # same step (the handlers are put back only after a finished loop)
+    stop = StopOnSignal(config.epochs)
 
     def run_epoch(batches, step_fn, phase: str, epoch: int) -> dict[str, float]:
         total = tf.zeros(5)
         for step, batch in enumerate(batches):
+            lock.check_held()  # another job took the output over: stop before writing more
             reduced = step_fn(batch, tf.constant(float(stop.received is not None)))
             total += reduced[:5]
             if float(reduced[5]) > 0:
@@ -181,6 +186,7 @@ def fit(
     )
     waited = 0  # epochs since the best val_loss (early stopping)
     for epoch in range(done, config.epochs):
+        stop.on_epoch_begin(epoch)
         started = time.monotonic()
         optimizer.learning_rate.assign(schedule(epoch))
         logs = run_epoch(train_batches, train_step, "training", epoch)
@@ -211,6 +217,7 @@ def fit(
         if config.early_stopping and waited >= config.early_stopping:
             log.info("early stopping: val_loss not better for %d epochs", waited)
             break
+    stop.restore()
 
 
 def interrupted(signal_number: int | None, where: str) -> TrainingInterrupted:
@@ -223,6 +230,7 @@ def interrupted(signal_number: int | None, where: str) -> TrainingInterrupted:
     return TrainingInterrupted(
         f"{cause} after {where}",
         "rerun the same command to resume from the last finished epoch",
+        exit_code=128 + (signal_number or signal.SIGTERM),
     )
 
 
@@ -232,7 +240,7 @@ def write_history(history: Path, epoch: int, logs: dict[str, float]) -> None:
         writer = csv.DictWriter(file, fieldnames=["epoch", *sorted(logs)])
         if new:
             writer.writeheader()
-        writer.writerow({"epoch": epoch, **logs})
+        writer.writerow({"epoch": epoch + 1, **logs})  # 1-based, as the log lines
 
 
 def write_tensorboard(folder: Path, epoch: int, logs: dict[str, float]) -> None:

@@ -60,7 +60,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     config = json.loads((output / "config.json").read_text())
     assert config["run"]["strategy"] == "MultiWorkerMirroredStrategy"
     assert config["run"]["global_batch_size"] == 32
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == [1, 2]
     assert (output / "_SUCCESS").exists() and (output / "model.keras").exists()
     for side in ("train", "validation"):
         assert list((output / "tensorboard" / side).glob("events.out.tfevents*"))
@@ -217,7 +217,7 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
     # The backup of the last finished epoch is in the run folder; nothing after it.
     done = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
     assert done == int(epoch) - 1 >= 1
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(done))
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, done + 1))
     assert not (output / "_SUCCESS").exists() and not (output / "_LOCK").exists()
 
     outputs = [Output(p) for p in start_workers(data, output, tmp_path)]
