@@ -209,11 +209,14 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
 
     codes = [o.process.returncode for o in outputs]
     assert codes == [TrainingInterrupted.exit_code] * 2, "\n".join(logs)
-    assert "Error: stopped with the other workers (one of them received SIGTERM) after" in logs[0]
-    assert "Error: stopped by signal 15 after" in logs[1]
     stops = [STOP_RE.findall(log) for log in logs]
     assert len(stops[0]) == 1 and stops[0] == stops[1], stops  # the same step on both
-    ((_, _, epoch),) = stops[0]
+    ((phase, step, epoch),) = stops[0]
+    where = f"after {phase} step {step} of epoch {epoch}"
+    hint = "(rerun the same command to resume from the last finished epoch)"
+    cause = "stopped with the other workers (one of them received SIGTERM)"
+    assert f"{cause} {where} {hint}" in logs[0].splitlines()
+    assert f"stopped by signal 15 {where} {hint}" in logs[1].splitlines()
     # The backup of the last finished epoch is in the run folder; nothing after it.
     done = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
     assert done == int(epoch) - 1 >= 1
@@ -228,5 +231,5 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
         assert f"{done} epochs done" in log
         assert f"epoch {done}/{EPOCHS}" not in log  # finished epochs are not trained again
         assert f"epoch {EPOCHS}/{EPOCHS}" in log
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert (output / "_SUCCESS").exists()
