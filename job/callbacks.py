@@ -15,7 +15,7 @@ from job.storage import Mirror
 log = logging.getLogger(__name__)
 
 
-def seed_schedule(learning_rate: float, constant_epochs: int, decay: float):
+def learning_rate_schedule(learning_rate: float, constant_epochs: int, decay: float):
     """Constant for `constant_epochs`, then x exp(-decay) per epoch.
 
     A function of the epoch number alone, so a resumed run continues the same curve.

@@ -49,12 +49,6 @@ class Lock:
             return
         storage.remove(self.url)
 
-    def __enter__(self) -> Lock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def _describe(owner: dict) -> str:
     return f"{owner.get('host', '?')} pid {owner.get('pid', '?')}"

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job.callbacks import StopOnSignal, seed_schedule
+from job.callbacks import StopOnSignal, learning_rate_schedule
 from job.config import TrainConfig
 from job.models import make_loss
 
@@ -62,7 +62,7 @@ def fit(
     weights, backup state and history.csv into `staging`, then calls `on_epoch_end()`."""
     loss_fn = make_loss(loss_weights, reduction="none")
     optimizer = model.optimizer
-    schedule = seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
+    schedule = learning_rate_schedule(learning_rate, config.constant_epochs, config.lr_decay)
     train_batches = strategy.experimental_distribute_dataset(train_set)
     validation_batches = strategy.experimental_distribute_dataset(validation_set)
     reduce = tf.distribute.ReduceOp.SUM

@@ -32,7 +32,7 @@ from job import (
     storage,
 )
 from job.cache import cache_posters, choose_cache
-from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
+from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, learning_rate_schedule
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -250,7 +250,7 @@ def keras_callbacks(
         StopOnSignal(),
         keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
-            seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
+            learning_rate_schedule(learning_rate, config.constant_epochs, config.lr_decay)
         ),
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "best.weights.h5"),

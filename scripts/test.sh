@@ -14,5 +14,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
-"$VENV/bin/ruff" check job tests
+"$VENV/bin/ruff" check job tests scripts
 "$VENV/bin/python" -m pytest "$@"

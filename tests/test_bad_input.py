@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import DEMO_FILMS, LSTM_FAST
-from faultproxy import FaultProxy
 from PIL import Image
+from support.faultproxy import FaultProxy
 
 CSV = "IMDB_overview_genres.csv"
 

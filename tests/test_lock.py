@@ -10,7 +10,7 @@ import os
 import uuid
 
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from job import lock, storage
 from job.errors import OutputError

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from conftest import ROOT, copy_tree
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from job import storage
 
