@@ -29,7 +29,7 @@ NOTEBOOK_RECIPE: dict[str, object] = {
     "mixed_precision": False,  # float32, as the notebook ran
 }
 NOTEBOOK_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
-# `--recipe tuned` (the default): what measured best on the real films (README, "Accuracy").
+# `--recipe tuned` (the default): what measured best on the real films (docs/accuracy.md).
 TUNED_RECIPE: dict[str, object] = {
     **NOTEBOOK_RECIPE,
     "learning_rate": 1e-3,

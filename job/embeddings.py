@@ -14,6 +14,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
 def lsa_vectors(train_tokens: np.ndarray, vocabulary_size: int, width: int) -> np.ndarray:
     """(vocabulary_size, width) float32 word vectors from token ids (films, length).
 

@@ -21,9 +21,8 @@ from job.jpegs import DECODE_CALLS, decode_options, decode_poster
 
 AUTOTUNE = tf.data.AUTOTUNE
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
-# ahead, autotuning off: with tf.data's autotuning, ending an epoch's iterator waited
-# about 40 ms for the autotuner's thread in one epoch out of three to five, longer than
-# an epoch over the 5,332 cached real posters (20-30 ms; same speed without it).
+# ahead, autotuning off: with it, ending an epoch's iterator at times waited for the
+# autotuner's thread longer than a whole epoch over the cache takes.
 GATHER_CALLS = len(os.sched_getaffinity(0))
 
 

@@ -69,7 +69,7 @@ def precision_policy(config: TrainConfig) -> str:
 
     Unset, it is on with a GPU, and on a CPU with bfloat16 units (AMX / AVX512-BF16) for
     the cnn only: there the CNN trained 2x faster at the same micro-F1, while the LSTM
-    was 1.7x slower (README, "Accuracy").
+    was slower (docs/accuracy.md).
     """
     gpu = bool(tf.config.list_physical_devices("GPU"))
     wanted = config.mixed_precision
