@@ -30,7 +30,7 @@ from job.catalogue import read_catalogue
 
 CSV = "IMDB_overview_genres.csv"
 ROUNDS = 3  # the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
-# The isolated figures: the median of 5 runs each (their ratios swung 0.85-0.93 over 3).
+# The isolated figures: the median of 5 runs each (their ratios swing more than the others').
 ISOLATED_ROUNDS = 5
 AHEADS = (1, 2, 4, 8, 16)  # fetching.FETCH_AHEAD values measured behind the 20 ms proxy
 TRAIN_EPOCHS = "2"  # end to end: a first epoch that fetches, one from the decoded cache
