@@ -10,7 +10,10 @@ import socket
 import subprocess
 
 import pandas as pd
+import pytest
 from conftest import ROOT, train_command
+
+pytestmark = pytest.mark.slow  # two training processes
 
 
 def free_ports(count: int) -> list[int]:

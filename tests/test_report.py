@@ -22,6 +22,8 @@ from job.cli import main
 from job.errors import InputError
 from job.report import compare_runs, format_comparison, load_films, write_report
 
+pytestmark = pytest.mark.slow  # trains the runs it reports on
+
 REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
 
 

@@ -10,9 +10,12 @@ import subprocess
 import time
 
 import pandas as pd
+import pytest
 from conftest import ROOT, copy_tree, train_command
 
 from job.errors import TrainingInterrupted
+
+pytestmark = pytest.mark.slow  # trains, kills and resumes subprocesses
 
 EPOCHS = 4
 

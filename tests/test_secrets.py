@@ -47,6 +47,7 @@ def leaks(text: str) -> list[str]:
     return [needle for needle in NEEDLES if needle in text]
 
 
+@pytest.mark.slow
 def test_successful_run_writes_and_logs_no_secret(demo_dir, tmp_path):
     output = tmp_path / "run"
     result = run_cli(

@@ -22,6 +22,8 @@ from support.faultproxy import FaultProxy
 
 from job import storage
 
+pytestmark = pytest.mark.slow  # trains as subprocesses through a faulty proxy
+
 # Files of a run that must not depend on how many retries it took.
 SAME = ["predictions.csv", "thresholds.json", "metrics.json", "history.csv"]
 # config.json fields that name the run itself.
