@@ -112,6 +112,12 @@ class TrainConfig:
         if self.epochs is None:
             self.epochs = epochs[self.model]
 
+    def split_of(self, ids: list[str]):
+        """'train' / 'validation' / 'evaluation' for each Id, as this run's settings say."""
+        from job.catalogue import split_of  # (config stays free of numpy and TensorFlow)
+
+        return split_of(ids, self.seed, self.validation_fraction, self.evaluation_fraction)
+
     def learning_rate_for(self, global_batch: int) -> float:
         """The initial learning rate; with scale_learning_rate, linear in the global batch."""
         return self.learning_rate * (global_batch / 64 if self.scale_learning_rate else 1)
