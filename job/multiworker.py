@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job.callbacks import StopOnSignal, learning_rate_schedule
+from job.callbacks import StopOnSignal, best_val_loss, learning_rate_schedule, log_epoch
 from job.config import TrainConfig
 from job.models import make_loss
 
@@ -116,11 +116,7 @@ def fit(
         }
 
     history = staging / "history.csv"
-    best = (
-        min((float(r["val_loss"]) for r in csv.DictReader(history.open())), default=None)
-        if history.exists() and history.stat().st_size
-        else None
-    )
+    best = best_val_loss(staging)
     waited = 0  # epochs since the best val_loss (early stopping)
     for epoch in range(done, config.epochs):
         started = time.monotonic()
@@ -142,14 +138,7 @@ def fit(
         (staging / "backup" / "training_metadata.json").write_text(
             json.dumps({"epoch": epoch + 1, "batch": 0})
         )
-        figures = " ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items()))
-        log.info(
-            "epoch %d/%d %s seconds=%.1f",
-            epoch + 1,
-            config.epochs,
-            figures,
-            time.monotonic() - started,
-        )
+        log_epoch(epoch, config.epochs, logs, time.monotonic() - started)
         on_epoch_end()
         if config.early_stopping and waited >= config.early_stopping:
             log.info("early stopping: val_loss not better for %d epochs", waited)

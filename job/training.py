@@ -32,7 +32,13 @@ from job import (
     storage,
 )
 from job.cache import cache_posters, choose_cache
-from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, learning_rate_schedule
+from job.callbacks import (
+    EpochLog,
+    StopOnSignal,
+    SyncToBucket,
+    best_val_loss,
+    learning_rate_schedule,
+)
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -160,14 +166,6 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     if count:
         log.info("resuming %s: %d files restored, %d epochs done", config.output, count, done)
     return done
-
-
-def best_val_loss(staging: Path) -> float | None:
-    history = staging / "history.csv"
-    if not history.exists() or not history.read_text().strip():
-        return None
-    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
-    return min(losses) if losses else None
 
 
 def make_datasets(
