@@ -23,10 +23,11 @@ from job.storage import filesystem, retrying
 
 log = logging.getLogger(__name__)
 
-# Objects a chunk, and chunks in flight ahead of the one being used: enough requests in
-# flight to hide a bucket's latency behind the decoding (docs/performance.md, "Storage").
+# Objects a chunk, and chunks in flight ahead of the one being used: about twice the
+# connections gcsfs's HTTP client keeps (aiohttp's 100), so they never idle between chunks;
+# more only queue for a connection and cost CPU (docs/performance.md, "Storage").
 FETCH_CHUNK = 128
-FETCH_AHEAD = 8
+FETCH_AHEAD = 2
 
 
 def fetch_many(urls: list[str]) -> list[bytes | None]:
