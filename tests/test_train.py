@@ -127,7 +127,10 @@ def test_fusion_reads_posters_and_overviews(demo_dir, tmp_path, cli):
     assert_export_reproduces_run(output, predicted, config["run"]["films_used"])
 
 
-@pytest.mark.parametrize("where, model", [("memory", "cnn"), ("local", "lstm")])
+# The quick tier's one training run is the cnn's (the lstm's epoch is slower).
+@pytest.mark.parametrize(
+    "where, model", [("memory", "cnn"), pytest.param("local", "lstm", marks=pytest.mark.slow)]
+)
 def test_train_on_memory_and_local_folders(where, model, demo_dir, tmp_path, cli):
     root = f"memory://{tmp_path.name}" if where == "memory" else str(tmp_path)
     data, output = f"{root}/data", f"{root}/runs/run-1"
