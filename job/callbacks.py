@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import signal
 import time
+from pathlib import Path
 
 import keras
 
@@ -16,7 +19,7 @@ from job.storage import Mirror
 log = logging.getLogger(__name__)
 
 
-def seed_schedule(learning_rate: float, constant_epochs: int, decay: float):
+def learning_rate_schedule(learning_rate: float, constant_epochs: int, decay: float):
     """Constant for `constant_epochs`, then x exp(-decay) per epoch.
 
     A function of the epoch number alone, so a resumed run continues the same curve.
@@ -40,17 +43,30 @@ class EpochLog(keras.callbacks.Callback):
         self._started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        figures = " ".join(f"{k}={float(v):.4g}" for k, v in sorted((logs or {}).items()))
-        log.info(
-            "epoch %d/%d %s seconds=%.1f",
-            epoch + 1,
-            self.epochs,
-            figures,
-            time.monotonic() - self._started,
-            extra={
-                "fields": {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-            },
-        )
+        log_epoch(epoch, self.epochs, logs or {}, time.monotonic() - self._started)
+
+
+def log_epoch(epoch: int, epochs: int, logs: dict, seconds: float) -> None:
+    """The epoch's log line (0-based `epoch`), its figures also as JSON log fields."""
+    figures = {name: float(value) for name, value in logs.items()}
+    text = " ".join(f"{name}={value:.4g}" for name, value in sorted(figures.items()))
+    log.info(
+        "epoch %d/%d %s seconds=%.1f",
+        epoch + 1,
+        epochs,
+        text,
+        seconds,
+        extra={"fields": {"epoch": epoch + 1, **figures}},
+    )
+
+
+def best_val_loss(staging: Path) -> float | None:
+    """The lowest val_loss in the staging folder's history.csv (a resumed run's), if any."""
+    history = staging / "history.csv"
+    if not history.exists() or not history.read_text().strip():
+        return None
+    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
+    return min(losses) if losses else None
 
 
 class History(keras.callbacks.CSVLogger):

@@ -12,7 +12,7 @@ import tempfile
 import click
 
 from job import logs, tfstart
-from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
+from job.config import CACHES, CSV_NAME, IMAGES_NAME, RECIPE_ALIASES, RECIPES, env_default
 from job.errors import GenreJobError, TrainingInterrupted
 
 
@@ -104,10 +104,10 @@ def main(log_format: str) -> None:
 
 def recipe_help(name: str, text: str = "") -> str:
     """Help naming both recipes' values for a setting that defaults from --recipe."""
-    from job.config import SEED_RECIPE, TUNED_CNN, TUNED_RECIPE
+    from job.config import NOTEBOOK_RECIPE, TUNED_CNN, TUNED_RECIPE
 
     cnn = f", cnn {TUNED_CNN[name]}" if name in TUNED_CNN else ""
-    return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
+    return f"{text} [notebook: {NOTEBOOK_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
 
 
 def recipe_option(name: str, kind: click.ParamType, text: str):
@@ -147,15 +147,15 @@ def rate(name: str, text: str):
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["tuned", "seed"]),
+    type=click.Choice([*RECIPES, *RECIPE_ALIASES]),
     default="tuned",
     show_default=True,
-    help="Defaults of the settings below: seed = the course notebook's exactly.",
+    help="Defaults of the settings below: notebook (or seed) = the course notebook's exactly.",
 )
 @click.option(
     "--epochs",
     type=click.IntRange(1),
-    help="At most this many [seed: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
+    help="At most this many [notebook: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
 )
 @click.option(
     "--batch-size",

@@ -15,6 +15,7 @@ import tensorflow as tf
 from job import cache, catalogue, jpegs, storage
 from job.config import TrainConfig
 from job.errors import InputError, OutputError
+from job.features import posters_to_float
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,6 @@ def select(
     bounds = np.linspace(0, len(films), shard_count + 1).round().astype(int)
     in_shard = (position >= bounds[shard_index]) & (position < bounds[shard_index + 1])
     return films.subset(in_shard)
-
-
-def posters_to_float(inputs):
-    """A batch of a model's inputs with its uint8 posters as float32 in [0, 1]."""
-    if isinstance(inputs, dict):
-        return {name: posters_to_float(value) for name, value in inputs.items()}
-    return tf.cast(inputs, tf.float32) / 255.0 if inputs.dtype == tf.uint8 else inputs
 
 
 def predict(

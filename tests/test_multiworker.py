@@ -32,6 +32,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow  # two training processes
 def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     output = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
@@ -193,6 +194,7 @@ class Output:
         return "".join(self.lines)
 
 
+@pytest.mark.slow  # two training processes
 def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tmp_path):
     data, output = str(tmp_path / "data"), tmp_path / "run"
     copy_tree(demo_dir, data)
