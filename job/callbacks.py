@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, SIGTERM."""
+"""Keras callbacks: a training run's schedule, epoch log lines, bucket sync and SIGTERM;
+predict's progress."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import keras
 
 from job.errors import TrainingInterrupted
+from job.progress import Progress
 from job.storage import Mirror
 
 log = logging.getLogger(__name__)
@@ -92,3 +94,14 @@ class StopOnSignal(keras.callbacks.Callback):
                 f"stopped by signal {self.received} in the middle of an epoch",
                 "rerun the same command to resume from the last finished epoch",
             )
+
+
+class PredictProgress(keras.callbacks.Callback):
+    """model.predict's batches counted in a Progress (films predicted so far)."""
+
+    def __init__(self, progress: Progress, batch_size: int) -> None:
+        super().__init__()
+        self.progress, self.batch_size = progress, batch_size
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.progress.advance_to((batch + 1) * self.batch_size)
