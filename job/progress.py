@@ -56,8 +56,12 @@ class Progress:
         if self.total <= 0:
             return self
         if SETTINGS.bar:
-            self._bar = click.progressbar(
-                length=self.total, label=self.task, file=sys.stderr, show_pos=True
+            self._bar = click.progressbar(  # redrawn each 1% (a line a film is too many)
+                length=self.total,
+                label=self.task,
+                file=sys.stderr,
+                show_pos=True,
+                update_min_steps=max(1, self.total // 100),
             )
             self._bar.__enter__()
         else:
