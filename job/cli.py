@@ -272,7 +272,6 @@ def train(**options) -> None:
     \b
     Examples:
       genre-job train --model cnn --data gs://my-bucket/imdb --output gs://my-bucket/runs/cnn-1
-      genre-job train --model fusion --data ./imdb --output ./runs/fusion-1 --epochs 5
       GENRE_JOB_DATA=gs://my-bucket/imdb AIP_MODEL_DIR=gs://my-bucket/runs/lstm-1 \\
         genre-job train --model lstm --recipe seed
     """
@@ -328,7 +327,6 @@ def predict(
     Examples:
       genre-job predict --model-dir gs://my-bucket/runs/cnn-1 --data gs://my-bucket/new \\
         --output gs://my-bucket/predictions/new.csv
-      genre-job predict --model-dir runs/cnn-1 --data demo --output p.csv --ids 101,102
       JOB_COMPLETION_INDEX=3 genre-job predict --model-dir runs/cnn-1 --data demo \\
         --output parts/ --shard-count 8
     """
