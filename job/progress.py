@@ -1,9 +1,9 @@
 """Progress of long work (posters decoded, films written or predicted, report files): a log
 line with count/total, rate and ETA at each quarter of the total and every `interval`
-seconds while the work is open, also when nothing moved (a stall shows as a stall); on an
-interactive terminal, a progress bar instead, then the last line.
+seconds until the count is complete, also when nothing moved (a stall shows as a stall);
+on an interactive terminal, a progress bar instead, then the last line.
 
-    with Progress("predict: inference", len(films)) as progress:
+    with Progress("predict", len(films)) as progress:
         for batch in batches:
             ...
             progress.advance(len(batch))
@@ -99,7 +99,8 @@ class Progress:
     def _tick(self) -> None:
         while not self._closed.wait(SETTINGS.interval):
             with self._lock:
-                self._log()
+                if self.count < self.total:  # (done: its last line is out)
+                    self._log()
 
     def _log(self) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-9)

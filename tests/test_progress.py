@@ -43,7 +43,7 @@ def test_prepare_logs_each_quarter_and_every_interval(demo_dir, tmp_path):
     ):
         lines = [e for e in entries if e.get("task") == task]
         counts = [e["count"] for e in lines]
-        assert counts == sorted(counts) and counts[-1] == DEMO_FILMS
+        assert counts == sorted(counts) and counts.count(DEMO_FILMS) == 1  # done: one line
         assert all(e["total"] == DEMO_FILMS for e in lines)
         # the first line at or past each quarter is that quarter's, whatever the interval
         # added between them
@@ -56,23 +56,31 @@ def test_prepare_logs_each_quarter_and_every_interval(demo_dir, tmp_path):
     assert jpegs.DECODE_BATCH == 64  # (the figures above assume it)
 
 
-def test_a_stall_still_logs_every_interval(caplog, monkeypatch):
+def test_a_stall_logs_every_interval_and_finished_work_stops(caplog, monkeypatch):
     monkeypatch.setattr(progress, "SETTINGS", progress.Settings(interval=0.05, bar=False))
     caplog.set_level(logging.INFO, logger="job.progress")
 
-    with progress.Progress("fetch", 8, "posters") as work:
-        work.advance(3)  # then nothing moves
+    def lines(task: str) -> list[dict]:
+        return [r.fields for r in caplog.records if r.fields["task"] == task]
+
+    with (
+        progress.Progress("fetch", 8, "posters") as stalled,
+        progress.Progress("write", 2) as finished,
+    ):
+        finished.advance(2)  # done, though still open
+        stalled.advance(3)  # then nothing moves
         deadline = time.monotonic() + 10
-        while len(caplog.records) < 3 and time.monotonic() < deadline:
+        while len(lines("fetch")) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    assert len(caplog.records) >= 3
-    figures = [r.fields for r in caplog.records]
-    assert all(f["count"] == 3 and f["total"] == 8 and f["task"] == "fetch" for f in figures)
-    assert [f["eta_s"] for f in figures] == sorted(f["eta_s"] for f in figures)  # growing
+    stall = lines("fetch")
+    assert len(stall) >= 4  # the quarter line at 3/8, then one every interval
+    assert all(f["count"] == 3 and f["total"] == 8 for f in stall)
+    assert [f["eta_s"] for f in stall] == sorted(f["eta_s"] for f in stall)  # growing
     assert re.fullmatch(
-        r"fetch: 3/8 posters \(37%\), [0-9.]+ posters/s, ETA [0-9]+ s", caplog.messages[0]
+        r"fetch: 3/8 posters \(37%\), [0-9.]+ posters/s, ETA [0-9]+ s", caplog.messages[-1]
     )
+    assert [(f["count"], f["total"]) for f in lines("write")] == [(2, 2)]  # its last line only
 
 
 def test_a_terminal_gets_a_progress_bar(demo_dir, tmp_path):
