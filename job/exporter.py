@@ -17,12 +17,14 @@ import numpy as np
 import tensorflow as tf
 
 from job import features, metrics, storage
+from job.callbacks import PredictProgress
 from job.catalogue import Catalogue
 from job.config import TrainConfig
 from job.errors import OutputError
 from job.lock import LOCK_NAME
 from job.models import build_for, inference_model, poster_input
 from job.prediction import predictions_frame
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,9 @@ def finish_run(
         dataset = features.make_dataset(
             features.take(inputs, split == name), labels[split == name], 256, False, config.seed
         )
-        return model.predict(dataset, verbose=0)  # (films, genres)
+        with Progress(f"predict {name} films", int((split == name).sum())) as progress:
+            counted = [PredictProgress(progress, 256)]
+            return model.predict(dataset, verbose=0, callbacks=counted)  # (films, genres)
 
     thresholds = metrics.tune_thresholds(labels[split == "validation"], probabilities("validation"))
     evaluation_probs = probabilities("evaluation")

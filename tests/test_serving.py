@@ -37,10 +37,11 @@ def runs(gcs_client, demo_dir) -> dict[str, str]:
         output = f"gs://{bucket}/runs/{model}"
         fast = LSTM_FAST if model != "cnn" else []
         result = run_cli(
-            "train", "--model", model, "--data", data, "--output", output, "--epochs", 1, *fast
-        )
+            "--log-format", "json", "train", "--model", model, "--data", data, "--output",
+            output, "--epochs", 1, *fast,
+        )  # fmt: skip
         assert result.exit_code == 0, result.output
-        outputs[model] = output
+        outputs[model], outputs[f"{model} log"] = output, result.stderr
     return outputs
 
 
@@ -91,6 +92,18 @@ def test_saved_model_serves_the_runs_own_probabilities(model, runs, tmp_path):
 def progress_lines(stderr: str, task: str) -> list[dict]:
     entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     return [e for e in entries if e.get("task") == task]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_train_logs_its_progress(model, runs):
+    sizes = json.loads(storage.read_bytes(f"{runs[model]}/config.json"))["run"]["split_sizes"]
+    log = runs[f"{model} log"]
+
+    decoding = progress_lines(log, "fetch and decode posters")
+    assert (not decoding) == (model == "lstm")  # the lstm reads no posters
+    for name in ("validation", "evaluation"):  # the best weights' predictions at the end
+        predicted = progress_lines(log, f"predict {name} films")
+        assert (predicted[-1]["count"], predicted[-1]["total"]) == (sizes[name], sizes[name])
 
 
 def test_predict_and_report_log_their_progress_as_json(runs, tmp_path):
