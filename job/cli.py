@@ -6,15 +6,15 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import sys
 import tempfile
 
 import click
 
-from job import logs, progress
-from job.cache import CACHES
-from job.config import CSV_NAME, IMAGES_NAME
-from job.errors import GenreJobError
+from job import logs, progress, tfstart
+from job.config import CACHES, CSV_NAME, IMAGES_NAME
+from job.errors import GenreJobError, TrainingInterrupted
 
 
 class JobFailed(click.ClickException):
@@ -31,6 +31,13 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as error:  # SIGTERM / Ctrl-C: not a failure, one line
+            hint = f" ({error.hint})" if error.hint else ""
+            click.echo(logs.redact(f"{error}{hint}"), err=True)
+            raise click.exceptions.Exit(error.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside the training steps
+            click.echo("interrupted; rerun the same command to resume", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         except GenreJobError as error:
             if os.environ.get("GENRE_JOB_DEBUG"):
                 raise
@@ -276,10 +283,16 @@ def train(**options) -> None:
         genre-job train --model lstm --recipe seed
     """
     from job.config import TrainConfig
-    from job.training import train as run_training
+    from job.runfolder import overlap
 
     options["csv"] = options.pop("csv_name")
+    how = overlap(options["data"], options["output"])
+    if how:  # the run would be written into the dataset, or the dataset pulled into staging
+        raise click.BadParameter(f"{options['output']} {how}", param_hint="--output")
     config = TrainConfig(**options)
+    tfstart.load()  # after the checks above: they answer without TensorFlow
+    from job.training import train as run_training
+
     scores = run_training(config)
     if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
         click.echo(f"worker finished; outputs: {config.output}")
@@ -330,6 +343,7 @@ def predict(
       JOB_COMPLETION_INDEX=3 genre-job predict --model-dir runs/cnn-1 --data demo \\
         --output parts/ --shard-count 8
     """
+    tfstart.load()
     from job.prediction import predict as run_prediction
 
     if shard_index >= shard_count:
@@ -376,6 +390,7 @@ def prepare(data: str, csv_name: str, images: str, output: str, image_size: int)
       genre-job prepare --data gs://my-bucket/imdb --output gs://my-bucket/imdb-prepared
       genre-job train --model cnn --data gs://my-bucket/imdb-prepared --output runs/cnn-2
     """
+    tfstart.load()
     from job.prepared import write_prepared
 
     manifest = write_prepared(data, output, csv_name, images, image_size)
@@ -431,6 +446,7 @@ def demo_data(output: str, films: int, seed: int) -> None:
     Example:
       genre-job demo-data --output demo --films 400
     """
+    tfstart.load()  # posters are encoded with TensorFlow
     from job.demo import write_demo_data
 
     click.echo(f"{write_demo_data(output, films, seed)} films: {output}")

@@ -25,23 +25,11 @@ from job.lock import LOCK_NAME
 from job.models import build_for, inference_model, poster_input
 from job.prediction import predictions_frame
 from job.progress import Progress
+from job.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
 
-SUCCESS = "_SUCCESS"
 SAVED_MODEL = "saved_model"  # beside model.keras: what TF Serving and Vertex AI serve
-
-
-def refuse_finished_run(output: str, overwrite: bool) -> None:
-    """Never overwrite a finished run unless asked (checked before the lock is taken)."""
-    try:
-        finished = storage.exists(storage.join(output, SUCCESS))
-    except PermissionError as error:
-        raise OutputError(f"{output}: cannot read the output location ({error})") from None
-    if finished and not overwrite:
-        raise OutputError(
-            f"{output} already holds a finished run", "choose another --output or pass --overwrite"
-        )
 
 
 def clear_output(output: str) -> None:
