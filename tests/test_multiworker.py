@@ -32,6 +32,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow  # two training processes
 def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     output = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
@@ -199,6 +200,7 @@ class Output:
         return "".join(self.lines)
 
 
+@pytest.mark.slow  # two training processes
 def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tmp_path):
     data, output = str(tmp_path / "data"), tmp_path / "run"
     copy_tree(demo_dir, data)
@@ -209,14 +211,14 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
 
     codes = [o.process.returncode for o in outputs]
     assert codes == [TrainingInterrupted.exit_code] * 2, "\n".join(logs)
+    # One line each, as a single-node run prints it (not an error: the rerun resumes).
+    where = r" after (training|validation) step \d+ of epoch \d+; rerun the same command to resume$"
+    others = r"^stopped with the other workers \(one of them received SIGTERM\)"
+    assert re.search(others + where, logs[0], re.M), logs[0]
+    assert re.search(r"^stopped by signal 15" + where, logs[1], re.M), logs[1]
     stops = [STOP_RE.findall(log) for log in logs]
     assert len(stops[0]) == 1 and stops[0] == stops[1], stops  # the same step on both
-    ((phase, step, epoch),) = stops[0]
-    where = f"after {phase} step {step} of epoch {epoch}"
-    hint = "(rerun the same command to resume from the last finished epoch)"
-    cause = "stopped with the other workers (one of them received SIGTERM)"
-    assert f"{cause} {where} {hint}" in logs[0].splitlines()
-    assert f"stopped by signal 15 {where} {hint}" in logs[1].splitlines()
+    ((_, _, epoch),) = stops[0]
     # The backup of the last finished epoch is in the run folder; nothing after it.
     done = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
     assert done == int(epoch) - 1 >= 1
