@@ -155,9 +155,12 @@ def test_tags_labels_and_user(image):
     )
     origin = subprocess.run(
         ["git", "remote", "get-url", "origin"], cwd=ROOT, capture_output=True, text=True
-    )
-    if origin.returncode == 0:
-        assert labels["org.opencontainers.image.source"]
+    ).stdout.strip()
+    web = re.sub(r"\.git$", "", re.sub(r"^git@([^:]+):", r"https://\1/", origin))
+    if web.startswith(("https://", "http://")):
+        assert labels["org.opencontainers.image.source"] == web
+    else:  # no origin, or a local folder: not an address to publish
+        assert "org.opencontainers.image.source" not in labels
     assert config["User"] == USER
     assert config["Entrypoint"] == ["genre-job"]
 
