@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_FILMS, ROOT, copy_tree
 from test_report import REPORT_FILES, check_png
-from test_train import assert_export_reproduces_run, check_run, read_csv
+from test_train import assert_export_reproduces_run, check_run, read_csv, train_args
 
 pytestmark = pytest.mark.slow
 
 NAME = "localhost/genre-job-test"
 USER = "10001:10001"
+ONE_EPOCH = ["--epochs", "1", "--batch-size", "32"]
 # Inside the container: what the job may write, as the job's user.
 PROBE = """
 import json, os, sys
@@ -79,6 +80,7 @@ def run(
     read_only: bool = True,
     entrypoint: str | None = None,
     env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`podman run` the image as its own user; only `scratch` (mounted on /scratch) writable."""
     # runc: crun rejects a cgroup v1/v2 hybrid. podman's default nofile (1048576) is above
@@ -96,6 +98,7 @@ def run(
         command.append(f"--env={key}={value}")
     if entrypoint:
         command.append(f"--entrypoint={entrypoint}")
+    command += extra or []
     return podman(*command, image, *args, timeout=900)
 
 
@@ -202,23 +205,7 @@ def test_offline_with_a_read_only_root(image, tmp_path, demo_dir):
         assert (scratch / "data" / name).read_bytes() == (demo_dir / name).read_bytes(), name
 
     model = "/scratch/runs/cnn"
-    out = ok(
-        run(
-            tag,
-            "train",
-            "--model",
-            "cnn",
-            "--data",
-            data,
-            "--output",
-            model,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            scratch=scratch,
-        )
-    )
+    out = ok(run(tag, *train_args("cnn", data, model, *ONE_EPOCH), scratch=scratch))
     config = check_run(str(scratch / "runs" / "cnn"), "cnn", epochs=1)
     metrics = json.loads((scratch / "runs" / "cnn" / "metrics.json").read_text())
     evaluation = config["run"]["split_sizes"]["evaluation"]
@@ -267,17 +254,7 @@ def test_trains_from_and_writes_to_a_bucket(image, tmp_path, demo_dir, bucket, g
     out = ok(
         run(
             tag,
-            "train",
-            "--model",
-            "cnn",
-            "--data",
-            f"{bucket}/data",
-            "--output",
-            output,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
+            *train_args("cnn", f"{bucket}/data", output, *ONE_EPOCH),
             scratch=scratch,
             network="host",
             env={"STORAGE_EMULATOR_HOST": gcs_server},
@@ -322,3 +299,45 @@ def python_stderr(stderr: str) -> list[str]:
         for line in stderr.splitlines()
         if not native.match(line) and not line.startswith(before_init)
     ]
+
+
+def test_as_the_callers_user_with_adc_mounted(image, tmp_path):
+    """The workstation command of docs/operations.md: your UID, your folder as /scratch,
+    gcloud's ADC file (0600, yours) mounted read-only and found by google-auth."""
+    tag, scratch, uid = image["tags"][0], tmp_path / "scratch", 4321
+    scratch.mkdir()
+    adc = tmp_path / "application_default_credentials.json"
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "764086051850-example.apps.googleusercontent.com",
+                "client_secret": "not-a-secret",
+                "refresh_token": "1//not-a-token",
+            }
+        )
+    )
+    adc.chmod(0o600)
+    for path in (scratch, adc):
+        os.chown(path, uid, uid)
+    check = (
+        "import google.auth, json, os, tempfile; credentials, _ = google.auth.default();"
+        " tempfile.mkstemp(); os.makedirs(os.path.expanduser('~/.keras/x'));"
+        " print(json.dumps([type(credentials).__module__, credentials.client_id, os.getuid()]))"
+    )
+
+    mounts = [
+        f"--user={uid}:{uid}",
+        f"--volume={scratch}:/scratch",
+        f"--volume={adc}:/secrets/adc.json:ro",
+        "--env=GOOGLE_APPLICATION_CREDENTIALS=/secrets/adc.json",
+    ]
+
+    proc = run(tag, "-c", check, entrypoint="python3", extra=mounts)
+
+    module, client_id, seen_uid = json.loads(ok(proc))
+    assert module == "google.oauth2.credentials" and client_id.startswith("764086051850-")
+    assert seen_uid == uid
+    proc = run(tag, "--help", extra=mounts)
+    assert ok(proc).startswith("Usage: genre-job")
+    assert python_stderr(proc.stderr) == []
