@@ -217,7 +217,10 @@ def examples_html(films: list[Film], run_url: str) -> str:
 
 def training_png(history: pd.DataFrame) -> bytes:
     figure = Figure(figsize=(15, 4.2))
-    epochs = history["epoch"] + 1 if "epoch" in history else pd.Series(range(1, len(history) + 1))
+    if "epoch" in history:  # 1-based; runs from before numbered them from 0
+        epochs = history["epoch"] + (1 if history["epoch"].min() == 0 else 0)
+    else:
+        epochs = pd.Series(range(1, len(history) + 1))
     for index, name in enumerate(("loss", "precision", "recall")):
         axes = figure.add_subplot(1, 3, index + 1)
         for column, label in ((name, "train"), (f"val_{name}", "validation")):
