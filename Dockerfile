@@ -56,9 +56,9 @@ COPY job/ ./job/
 RUN python3 -m pip install --no-deps . \
     && rm -rf build ./*.egg-info
 
-# The smoke test runs as the job's user: it writes HOME's dot-folders (.cache/matplotlib with
-# its font list, .config, .keras), which must be that user's for a run with no volume over
-# /scratch (run as root, they were root's: matplotlib warned on every command).
+# The smoke test runs as the job's user: whatever it leaves in HOME (/scratch) is that user's
+# (run as root, it once left root's .cache, .config and .keras there, and a run with no volume
+# over /scratch could not write them: matplotlib warned on every command).
 USER 10001:10001
 WORKDIR /scratch
 RUN genre-job --help > /dev/null

@@ -198,8 +198,8 @@ def test_dockerignore_keeps_what_the_dockerfile_copies():
 
 
 def test_build_time_commands_that_write_home_run_as_the_user():
-    """The smoke test writes HOME's dot-folders (/scratch/.cache, .config, .keras): run as
-    root it left them root's, and a run with no volume over /scratch could not write them."""
+    """Whatever a build-time command leaves in HOME (/scratch) must be the job's user's: run
+    as root, the smoke test once left root's .cache, .config and .keras there."""
     steps = instructions()
     (user_at,) = [i for i, (w, _) in enumerate(steps) if w == "USER"]
     smoke = [i for i, (w, rest) in enumerate(steps) if w == "RUN" and "genre-job" in rest]
