@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals."""
+"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals;
+predict's progress."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import keras
 
 from job import lock
 from job.errors import TrainingInterrupted
+from job.progress import Progress
 from job.storage import Mirror
 
 log = logging.getLogger(__name__)
@@ -131,3 +133,14 @@ class StopOnSignal(keras.callbacks.Callback):
                 " rerun the same command to resume",
                 exit_code=128 + self.received,
             )
+
+
+class PredictProgress(keras.callbacks.Callback):
+    """model.predict's batches counted in a Progress (films predicted so far)."""
+
+    def __init__(self, progress: Progress, batch_size: int) -> None:
+        super().__init__()
+        self.progress, self.batch_size = progress, batch_size
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.progress.advance_to((batch + 1) * self.batch_size)

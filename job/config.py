@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 
 CSV_NAME = "IMDB_overview_genres.csv"
@@ -138,11 +137,3 @@ class TrainConfig:
         values.setdefault("poster_decoding", "full_bilinear")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def env_default(*names: str) -> str | None:
-    """The first of these environment variables that is set (e.g. AIP_MODEL_DIR on Vertex AI)."""
-    for name in names:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None

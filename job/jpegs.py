@@ -20,6 +20,7 @@ import tensorflow as tf
 from job import fetching, storage
 from job.cache import Posters, PosterSink, no_rewrites
 from job.catalogue import Catalogue
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,13 @@ def read_posters(
         stream = decode_stream(fetched_chunks(), image_size, decoding=decoding)
     sink = PosterSink(cache, len(urls), image_size, cache_dir, decoding)
     good = np.zeros(len(urls), dtype=bool)
-    for indexes, images in stream:
-        good[indexes] = True
-        sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
+    with Progress("fetch and decode posters", len(urls)) as progress:
+        for indexes, images in stream:
+            good[indexes] = True
+            sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
+            if len(indexes):  # (in catalogue order: every film before this one is done)
+                progress.advance_to(int(indexes[-1]) + 1)
+        progress.advance_to(len(urls))
     catalogue = catalogue.drop(found, "no poster")
     return catalogue.drop(good[found], "poster not a readable JPEG"), sink.posters()
 

@@ -217,8 +217,7 @@ def interrupted(signal_number: int | None, where: str) -> TrainingInterrupted:
         else "stopped with the other workers (one of them received SIGTERM)"
     )
     return TrainingInterrupted(
-        f"{cause} after {where}",
-        "rerun the same command to resume from the last finished epoch",
+        f"{cause} after {where}; rerun the same command to resume",
         exit_code=128 + (signal_number or signal.SIGTERM),
     )
 

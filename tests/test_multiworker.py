@@ -205,8 +205,11 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
 
     codes = [o.process.returncode for o in outputs]
     assert codes == [TrainingInterrupted.exit_code] * 2, "\n".join(logs)
-    assert "Error: stopped with the other workers (one of them received SIGTERM) after" in logs[0]
-    assert "Error: stopped by signal 15 after" in logs[1]
+    # One line each, as a single-node run prints it (not an error: the rerun resumes).
+    where = r" after (training|validation) step \d+ of epoch \d+; rerun the same command to resume$"
+    others = r"^stopped with the other workers \(one of them received SIGTERM\)"
+    assert re.search(others + where, logs[0], re.M), logs[0]
+    assert re.search(r"^stopped by signal 15" + where, logs[1], re.M), logs[1]
     stops = [STOP_RE.findall(log) for log in logs]
     assert len(stops[0]) == 1 and stops[0] == stops[1], stops  # the same step on both
     ((_, _, epoch),) = stops[0]
@@ -224,5 +227,5 @@ def test_sigterm_to_the_other_worker_stops_both_after_the_same_step(demo_dir, tm
         assert f"{done} epochs done" in log
         assert f"epoch {done}/{EPOCHS}" not in log  # finished epochs are not trained again
         assert f"epoch {EPOCHS}/{EPOCHS}" in log
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert (output / "_SUCCESS").exists()
