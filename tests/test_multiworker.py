@@ -120,7 +120,10 @@ def test_bad_jobset_environment_is_a_usage_error(change, message):
 def test_jobset_environment_sets_tf_config_unless_already_set(monkeypatch):
     for key, value in JOBSET_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    # Empty, not deleted: monkeypatch records no absent variable it deletes, and the
+    # TF_CONFIG the job sets here would outlive the test (later in-process runs then
+    # start MultiWorkerMirroredStrategy).
+    monkeypatch.setenv("TF_CONFIG", "")
     multiworker.set_tf_config_from_jobset()
     assert json.loads(os.environ["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
     assert not multiworker.is_chief()  # worker 0 is the chief
