@@ -13,8 +13,11 @@ import pandas as pd
 import tensorflow as tf
 
 from job import cache, catalogue, jpegs, storage
+from job.callbacks import PredictProgress
 from job.config import TrainConfig
 from job.errors import InputError, OutputError
+from job.features import posters_to_float
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +131,6 @@ def refuse_folder(target: str) -> None:
         )
 
 
-def posters_to_float(inputs):
-    """A batch of a model's inputs with its uint8 posters as float32 in [0, 1]."""
-    if isinstance(inputs, dict):
-        return {name: posters_to_float(value) for name, value in inputs.items()}
-    return tf.cast(inputs, tf.float32) / 255.0 if inputs.dtype == tf.uint8 else inputs
-
-
 def predict(
     model_dir: str,
     data: str,
@@ -212,7 +208,9 @@ def score(
     # would take 4x their 12 KB a film. No graph rewrites: they copy captured inputs.
     dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     dataset = dataset.map(posters_to_float).with_options(cache.no_rewrites())
-    return films, model.predict(dataset, verbose=0)
+    with Progress("predict", len(films)) as progress:
+        probs = model.predict(dataset, verbose=0, callbacks=[PredictProgress(progress, batch_size)])
+    return films, probs
 
 
 def merge_predictions(parts_url: str, output: str) -> int:

@@ -32,11 +32,19 @@ from job import (
     storage,
 )
 from job.cache import cache_posters, choose_cache
-from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
+from job.callbacks import (
+    EpochLog,
+    History,
+    StopOnSignal,
+    SyncToBucket,
+    best_val_loss,
+    learning_rate_schedule,
+)
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
-from job.exporter import clear_output, finish_run, refuse_finished_run
+from job.exporter import clear_output, finish_run
+from job.runfolder import check_output
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,7 @@ def precision_policy(config: TrainConfig) -> str:
 
     Unset, it is on with a GPU, and on a CPU with bfloat16 units (AMX / AVX512-BF16) for
     the cnn only: there the CNN trained 2x faster at the same micro-F1, while the LSTM
-    was 1.7x slower (README, "Accuracy").
+    was slower (docs/accuracy.md).
     """
     gpu = bool(tf.config.list_physical_devices("GPU"))
     wanted = config.mixed_precision
@@ -86,9 +94,11 @@ def cpu_has_bfloat16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Inputs, object]:
-    """The films with usable input for this model, their inputs and (lstm, fusion) the
-    vectorizer.
+def load_films(
+    config: TrainConfig,
+) -> tuple[catalogue.Catalogue, features.Inputs, object, np.ndarray]:
+    """The films with usable input for this model, their inputs, (lstm, fusion) the
+    vectorizer, and their split (catalogue.split_of).
 
     `--data` is a dataset root (CSV + Images/) or a `genre-job prepare` output (TFRecord
     shards with posters already decoded): the same films and inputs either way.
@@ -112,20 +122,18 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
             )
             posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor
     if config.model == "cnn":
-        return films, posters, None
+        return films, posters, None, config.split_of(films.ids)
     has_overview = films.has_overview()
     films = films.drop(has_overview, "no overview")
-    split = catalogue.split_of(
-        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
-    )
+    split = config.split_of(films.ids)
     train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
     if not train_texts:
         raise InputError(f"{config.data}: no training films with an overview")
     vectorizer = features.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
     tokens = features.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
     if config.model == "lstm":
-        return films, tokens, vectorizer
-    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer
+        return films, tokens, vectorizer, split
+    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer, split
 
 
 def routes(config: TrainConfig) -> dict[str, str]:
@@ -151,7 +159,12 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     history = staging / "history.csv"
     if history.exists():  # keep only finished epochs: the backup is what counts
         rows = list(csv.DictReader(io.StringIO(history.read_text())))
-        kept = [row for row in rows if int(row["epoch"]) < done]
+        first = 0 if rows and int(rows[0]["epoch"]) == 0 else 1  # runs before 1-based epochs
+        kept = [
+            {**row, "epoch": str(int(row["epoch"]) - first + 1)}
+            for row in rows
+            if int(row["epoch"]) - first < done
+        ]
         with history.open("w", newline="") as file:
             if kept:
                 writer = csv.DictWriter(file, fieldnames=list(rows[0]))
@@ -160,14 +173,6 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     if count:
         log.info("resuming %s: %d files restored, %d epochs done", config.output, count, done)
     return done
-
-
-def best_val_loss(staging: Path) -> float | None:
-    history = staging / "history.csv"
-    if not history.exists() or not history.read_text().strip():
-        return None
-    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
-    return min(losses) if losses else None
 
 
 def make_datasets(
@@ -238,7 +243,11 @@ def describe_run(
 
 
 def keras_callbacks(
-    config: TrainConfig, staging: Path, mirror: storage.Mirror, learning_rate: float
+    config: TrainConfig,
+    staging: Path,
+    mirror: storage.Mirror,
+    learning_rate: float,
+    stop: StopOnSignal,
 ) -> list:
     """Checkpoints, resume state, schedule and logs, all into `staging`; the sync last."""
     stopping = []
@@ -247,10 +256,10 @@ def keras_callbacks(
         # exports those. (A resumed run starts its patience count afresh.)
         stopping.append(keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping))
     return [
-        StopOnSignal(),
+        stop,
         keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
-            seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
+            learning_rate_schedule(learning_rate, config.constant_epochs, config.lr_decay)
         ),
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "best.weights.h5"),
@@ -262,7 +271,7 @@ def keras_callbacks(
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "last.weights.h5"), save_weights_only=True
         ),
-        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
+        History(str(staging / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
         EpochLog(config.epochs),
         *stopping,
@@ -272,11 +281,12 @@ def keras_callbacks(
 
 def train(config: TrainConfig) -> dict | None:
     """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
+    multiworker.set_tf_config_from_jobset()
     chief = multiworker.is_chief()
     if not chief:
         return _train(config, chief)
     # Only the chief writes the run: it holds the lock against a second job on --output.
-    refuse_finished_run(config.output, config.overwrite)
+    check_output(config)  # before the lock: nothing is written into a folder that is not ours
     run_lock = take_lock(config)
     try:
         if config.overwrite:
@@ -284,7 +294,8 @@ def train(config: TrainConfig) -> dict | None:
         scores = _train(config, chief)
     except storage.StorageError:
         # The bucket is unreachable: releasing would only wait out more retries. The
-        # retried run (same $GENRE_JOB_RUN_ID, or a gone local process) takes the lock over.
+        # lease expires and the retried run takes it over.
+        run_lock.abandon()
         raise
     except BaseException:
         release_quietly(run_lock)
@@ -315,10 +326,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     keras.mixed_precision.set_global_policy(precision_policy(config))
     keras.utils.set_random_seed(config.seed)
 
-    films, inputs, vectorizer = load_films(config)
-    split = catalogue.split_of(
-        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
-    )
+    films, inputs, vectorizer, split = load_films(config)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)
@@ -384,14 +392,18 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                     on_epoch_end=mirror.sync,
                 )
             else:
-                trainer.fit(
-                    train_set,
-                    validation_data=validation_set,
-                    epochs=config.epochs,
-                    callbacks=keras_callbacks(config, staging, mirror, learning_rate),
-                    shuffle=False,  # the dataset shuffles itself
-                    verbose=1 if sys.stdout.isatty() else 0,
-                )
+                stop = StopOnSignal(config.epochs)
+                try:
+                    trainer.fit(
+                        train_set,
+                        validation_data=validation_set,
+                        epochs=config.epochs,
+                        callbacks=keras_callbacks(config, staging, mirror, learning_rate, stop),
+                        shuffle=False,  # the dataset shuffles itself
+                        verbose=1 if sys.stdout.isatty() else 0,
+                    )
+                finally:
+                    stop.restore()
         except TrainingInterrupted:
             mirror.sync()  # the last finished epoch's backup, checkpoints and logs
             raise

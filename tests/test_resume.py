@@ -1,5 +1,6 @@
-"""Preemption: SIGTERM mid-run stops after the current step with exit 143 and the last
-finished epoch in the output; the same command rerun resumes there, not from scratch."""
+"""Preemption and Ctrl-C: SIGTERM or SIGINT mid-run stops after the current step with exit
+143 or 130 and the last finished epoch in the output; the same command rerun resumes
+there, not from scratch."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import subprocess
 import time
 
 import pandas as pd
+import pytest
 from conftest import ROOT, copy_tree, train_command
 
 from job.errors import TrainingInterrupted
+
+pytestmark = pytest.mark.slow  # trains, kills and resumes subprocesses
 
 EPOCHS = 4
 
@@ -34,22 +38,33 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300) ->
     return lines
 
 
-def test_sigterm_then_rerun_resumes_from_last_finished_epoch(demo_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("signal_number", "exit_code"),
+    [(signal.SIGTERM, TrainingInterrupted.exit_code), (signal.SIGINT, 130)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_then_rerun_resumes_from_last_finished_epoch(
+    signal_number, exit_code, demo_dir, tmp_path
+):
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) alike: stop after the step, sync, one line."""
     data, output = str(tmp_path / "data"), tmp_path / "run"
     copy_tree(demo_dir, data)
 
     first = start_training(data, str(output))
     seen = wait_for_line(first, f"epoch 1/{EPOCHS}")
     assert any(f"epoch 1/{EPOCHS}" in line for line in seen), "".join(seen)
-    first.send_signal(signal.SIGTERM)
+    first.send_signal(signal_number)
     rest, _ = first.communicate(timeout=300)
 
-    assert first.returncode == TrainingInterrupted.exit_code, "".join(seen) + rest
-    assert "stopped by signal 15" in rest
+    assert first.returncode == exit_code, "".join(seen) + rest
     assert not (output / "_SUCCESS").exists()
     done = json.loads((output / "backup" / "training_metadata.json").read_text())["epoch"]
     assert 1 <= done < EPOCHS
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(done))
+    assert rest.splitlines()[-1] == (
+        f"stopped after epoch {done} of {EPOCHS}; rerun the same command to resume"
+    )
+    assert "Aborted!" not in rest and "Traceback" not in rest
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, done + 1))
 
     second = start_training(data, str(output))
     log, _ = second.communicate(timeout=600)
@@ -58,7 +73,7 @@ def test_sigterm_then_rerun_resumes_from_last_finished_epoch(demo_dir, tmp_path)
     assert f"{done} epochs done" in log
     assert f"epoch {done}/{EPOCHS}" not in log  # finished epochs are not trained again
     assert f"epoch {EPOCHS}/{EPOCHS}" in log
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert (output / "_SUCCESS").exists()
 
 
@@ -90,7 +105,7 @@ def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
     log, _ = last.communicate(timeout=600)
 
     assert last.returncode == 0, log
-    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert pd.read_csv(output / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert (output / "_SUCCESS").exists()
     assert json.loads((output / "config.json").read_text())["epochs"] == EPOCHS
     predictions = pd.read_csv(output / "predictions.csv")
