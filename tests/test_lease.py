@@ -16,6 +16,8 @@ from conftest import ROOT, copy_tree, train_command
 
 from job import storage
 
+pytestmark = pytest.mark.slow  # training jobs as subprocesses, one killed
+
 LEASE_S = 4  # renewed every 0.67 s
 EPOCHS = 8  # the first job is still training when the second one asks
 

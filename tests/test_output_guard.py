@@ -52,6 +52,7 @@ def test_a_folder_of_other_files_is_refused_and_left_alone(where, demo_dir, tmp_
         )
 
 
+@pytest.mark.slow  # trains a run
 def test_a_run_with_other_settings_is_refused_on_a_folder_and_a_bucket(
     demo_dir, tmp_path, bucket, cli
 ):
@@ -110,6 +111,7 @@ def test_output_and_data_overlapping_is_a_usage_error(data, output, how, tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+@pytest.mark.slow  # trains a run
 def test_outputs_beside_the_data_are_fine(demo_dir, tmp_path, cli):
     """Same parent, a name that starts like the data's: not inside it."""
     data = tmp_path / "films"

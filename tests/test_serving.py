@@ -18,6 +18,8 @@ from conftest import DEMO_FILMS, LSTM_FAST, copy_tree
 from job import catalogue, jpegs, storage
 from job.cli import main
 
+pytestmark = pytest.mark.slow  # trains the runs it serves
+
 MODELS = ("cnn", "lstm", "fusion")
 
 
