@@ -282,6 +282,7 @@ def keras_callbacks(
 
 def train(config: TrainConfig) -> dict | None:
     """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
+    multiworker.set_tf_config_from_jobset()
     chief = multiworker.is_chief()
     if not chief:
         return _train(config, chief)
