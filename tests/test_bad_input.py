@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import DEMO_FILMS, LSTM_FAST
-from faultproxy import FaultProxy
 from PIL import Image
+from support.faultproxy import FaultProxy
 
 CSV = "IMDB_overview_genres.csv"
 
@@ -281,7 +281,14 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("case, model, breaks, expected", TABLE, ids=[row[0] for row in TABLE])
+# A case the run must survive trains for an epoch: slow; a refused one stops before training.
+CASES = [
+    pytest.param(*row, id=row[0], marks=[pytest.mark.slow] if isinstance(row[3], Skips) else [])
+    for row in TABLE
+]
+
+
+@pytest.mark.parametrize("case, model, breaks, expected", CASES)
 def test_bad_input(case, model, breaks, expected, demo_dir, tmp_path, cli, request, monkeypatch):
     root = tmp_path / "data"
     shutil.copytree(demo_dir, root)

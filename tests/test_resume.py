@@ -16,6 +16,8 @@ from conftest import ROOT, copy_tree, train_command
 
 from job.errors import TrainingInterrupted
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes subprocesses
+
 EPOCHS = 4
 
 
