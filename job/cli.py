@@ -283,7 +283,7 @@ def train(**options) -> None:
         genre-job train --model lstm --recipe notebook
     """
     from job.config import TrainConfig
-    from job.runfolder import overlap
+    from job.train.runfolder import overlap
 
     options["csv"] = options.pop("csv_name")
     how = overlap(options["data"], options["output"])
@@ -291,7 +291,7 @@ def train(**options) -> None:
         raise click.BadParameter(f"{options['output']} {how}", param_hint="--output")
     config = TrainConfig(**options)
     tfstart.load()  # after the checks above: they answer without TensorFlow
-    from job.training import train as run_training
+    from job.train.run import train as run_training
 
     scores = run_training(config)
     if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
@@ -353,8 +353,8 @@ def predict(
         --output parts/ --shard-count 8
     """
     tfstart.load()
-    from job.prediction import predict as run_prediction
-    from job.prediction import read_ids
+    from job.predict import predict as run_prediction
+    from job.predict import read_ids
 
     if shard_index >= shard_count:
         raise click.BadParameter("must be below --shard-count", param_hint="--shard-index")
@@ -393,7 +393,7 @@ def merge_predictions(parts: str, output: str) -> None:
     Example:
       genre-job merge-predictions --input gs://my-bucket/parts/ --output gs://my-bucket/p.csv
     """
-    from job.prediction import merge_predictions as merge
+    from job.predict import merge_predictions as merge
 
     click.echo(f"{merge(parts, output)} predictions: {output}")
 
@@ -412,7 +412,7 @@ def prepare(data: str, csv_name: str, images: str, output: str, image_size: int)
       genre-job train --model cnn --data gs://my-bucket/imdb-prepared --output runs/cnn-2
     """
     tfstart.load()
-    from job.prepared import write_prepared
+    from job.data.prepared import write_prepared
 
     manifest = write_prepared(data, output, csv_name, images, image_size)
     click.echo(f"{manifest['films']} films in {len(manifest['shards'])} shards: {output}")
@@ -468,6 +468,6 @@ def demo_data(output: str, films: int, seed: int) -> None:
       genre-job demo-data --output demo --films 400
     """
     tfstart.load()  # posters are encoded with TensorFlow
-    from job.demo import write_demo_data
+    from job.data.demo import write_demo_data
 
     click.echo(f"{write_demo_data(output, films, seed)} films: {output}")

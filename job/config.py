@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 CSV_NAME = "IMDB_overview_genres.csv"
 IMAGES_NAME = "Images"
-CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/cache.py)
+CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.
@@ -94,7 +94,7 @@ class TrainConfig:
     cnn_dense_dropout: float | None = None  # after each 1024-unit dense layer
     lstm_dropout: float | None = None  # on the LSTMs' inputs
     lstm_dense_dropout: float | None = None  # before the output
-    embedding_init: str | None = None  # random | lsa (job/embeddings.py)
+    embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (training.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
@@ -114,7 +114,7 @@ class TrainConfig:
 
     def split_of(self, ids: list[str]):
         """'train' / 'validation' / 'evaluation' for each Id, as this run's settings say."""
-        from job.catalogue import split_of  # (config stays free of numpy and TensorFlow)
+        from job.data.catalogue import split_of  # (config stays free of numpy and TensorFlow)
 
         return split_of(ids, self.seed, self.validation_fraction, self.evaluation_fraction)
 

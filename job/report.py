@@ -26,11 +26,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from job import fetching, poster_files, storage
-from job.catalogue import read_catalogue
+from job import storage
 from job.config import CSV_NAME, IMAGES_NAME
+from job.data import poster_files
+from job.data.catalogue import read_catalogue
 from job.errors import InputError
 from job.progress import Progress
+from job.storage import fetching
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Shared parts of the baseline scripts: the job's own split of a dataset, and one JSON
-line of scores at thresholds tuned on validation and at 0.5 (job.metrics, as the job)."""
+line of scores at thresholds tuned on validation and at 0.5 (job.model.metrics, as the job)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from job import metrics
-from job.catalogue import Catalogue, read_catalogue, split_of
+from job.data.catalogue import Catalogue, read_catalogue, split_of
+from job.model import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared/data/imdb-posters-overviews"

@@ -1,7 +1,7 @@
 """Benchmark 1: posters/s of the training input pipeline over the real posters, against
 the raw limit (decoding and resizing the same bytes already in memory, as
-jpegs.decode_resized does, at the scale the header allows; same threads:
-jpegs.DECODE_CALLS calls on a private pool, as read_posters decodes).
+poster_decoding.decode_resized does, at the scale the header allows; same threads:
+poster_decoding.DECODE_CALLS calls on a private pool, as read_posters decodes).
 
     python scripts/bench_pipeline.py [DATASET_ROOT]
 """
@@ -16,10 +16,10 @@ import time
 import benchlib
 import tensorflow as tf
 
-from job import cache as poster_cache
-from job import features, jpegs
-from job.cache import cache_posters
-from job.catalogue import read_catalogue
+from job.data import cache as poster_cache
+from job.data import pipeline, poster_decoding
+from job.data.cache import cache_posters
+from job.data.catalogue import read_catalogue
 
 ROUNDS = 3  # raw and first epoch alternate; each figure is the median of its rounds
 
@@ -31,13 +31,15 @@ def main() -> None:
     size = 64
     in_memory = tf.constant(blobs)  # the bytes as a tensor: the loop times decoding alone
 
-    def decode(blob: tf.Tensor, decoding: str = jpegs.POSTER_DECODING) -> tf.Tensor:
-        return jpegs.decode_resized(blob, tf.image.extract_jpeg_shape(blob), size, decoding)
+    def decode(blob: tf.Tensor, decoding: str = poster_decoding.POSTER_DECODING) -> tf.Tensor:
+        return poster_decoding.decode_resized(
+            blob, tf.image.extract_jpeg_shape(blob), size, decoding
+        )
 
     def full_size_decode(blob: tf.Tensor) -> tf.Tensor:
         """The usual way, and the job's at first: a full-size decode, then an
         antialiased bilinear resize."""
-        return decode(blob, jpegs.FULL_SIZE_DECODING)
+        return decode(blob, poster_decoding.FULL_SIZE_DECODING)
 
     # The CPU each loop takes (this process's), and the first epochs' faulting in of their
     # cache's pages (cache.touch_pages, on a thread of its own), in seconds.
@@ -52,21 +54,21 @@ def main() -> None:
 
     def raw_limit(tf_defaults: bool = False, batched: bool = False, usual: bool = False) -> float:
         """The tight loop, with the pipeline's decoding threads (or tf.data's defaults),
-        a poster a call, or (`batched`) jpegs.DECODE_BATCH posters a call as the
+        a poster a call, or (`batched`) poster_decoding.DECODE_BATCH posters a call as the
         pipeline decodes them; (`usual`) decoding full-size posters instead."""
-        calls = tf.data.AUTOTUNE if tf_defaults else jpegs.DECODE_CALLS
+        calls = tf.data.AUTOTUNE if tf_defaults else poster_decoding.DECODE_CALLS
         dataset = tf.data.Dataset.from_tensor_slices(in_memory)
         if batched:
             spec = tf.TensorSpec((size, size, 3), tf.uint8)
             one = full_size_decode if usual else decode
-            dataset = dataset.batch(jpegs.DECODE_BATCH).map(
+            dataset = dataset.batch(poster_decoding.DECODE_BATCH).map(
                 lambda blobs: tf.map_fn(one, blobs, fn_output_signature=spec),
                 num_parallel_calls=calls,
             )
         else:
             dataset = dataset.map(decode, num_parallel_calls=calls).batch(1024)
         started, used = time.perf_counter(), time.process_time()
-        for _ in dataset if tf_defaults else dataset.with_options(jpegs.decode_options()):
+        for _ in dataset if tf_defaults else dataset.with_options(poster_decoding.decode_options()):
             pass
         cpu["raw"].append(time.process_time() - used)
         return len(blobs) / (time.perf_counter() - started)
@@ -74,10 +76,10 @@ def main() -> None:
     def first_epoch() -> tuple[float, float, int, tf.data.Dataset]:
         """(posters/s of the first epoch, of its read-and-decode pass alone, films, dataset)"""
         started, used = time.perf_counter(), time.process_time()
-        kept, posters = jpegs.read_posters(films, str(root / "Images"), size)
+        kept, posters = poster_decoding.read_posters(films, str(root / "Images"), size)
         posters = cache_posters(posters, "memory", None)  # as a run holds them
         decoded = time.perf_counter()
-        training = features.make_dataset(posters, kept.labels, 64, True, seed=0, uint8_posters=True)
+        training = pipeline.make_dataset(posters, kept.labels, 64, True, seed=0, uint8_posters=True)
         for _ in training:  # the first epoch: read, check, decode, then batches
             pass
         ended = time.perf_counter()
@@ -141,9 +143,11 @@ def main() -> None:
     # (every epoch decodes the JPEGs again).
     for cache, figure in (("disk", "disk_cached_epoch"), ("none", "uncached_epoch")):
         with tempfile.TemporaryDirectory() as folder:
-            kept, posters = jpegs.read_posters(films, str(root / "Images"), size, cache, folder)
+            kept, posters = poster_decoding.read_posters(
+                films, str(root / "Images"), size, cache, folder
+            )
             posters = cache_posters(posters, cache, folder)
-            epoch = features.make_dataset(
+            epoch = pipeline.make_dataset(
                 posters, kept.labels, 64, True, seed=0, uint8_posters=True
             )
             for _ in epoch:  # the first epoch

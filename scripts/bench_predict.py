@@ -15,8 +15,8 @@ import benchlib
 import pandas as pd
 
 from job.config import TrainConfig
-from job.prediction import predict
-from job.training import train
+from job.predict import predict
+from job.train.run import train
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Benchmark 2: the poster pipeline reading from a GCS-protocol server on 127.0.0.1,
 plain and behind a proxy adding 20 ms per request, against the local-folder rate; the
 prepared TFRecord form behind the proxy; two ways to keep many requests in flight (the
-job's chunks of gcsfs requests ahead of the decoder, job/fetching.py, at several depths,
+job's chunks of gcsfs requests ahead of the decoder, job/storage/fetching.py, at several depths,
 and a tf.data interleave of single gcsfs reads); and `genre-job train` end to end from
 the bucket behind the proxy against the local folder.
 
@@ -25,8 +25,10 @@ import time
 import benchlib
 import tensorflow as tf
 
-from job import fetching, jpegs, prepared, storage
-from job.catalogue import read_catalogue
+from job import storage
+from job.data import poster_decoding, prepared
+from job.data.catalogue import read_catalogue
+from job.storage import fetching
 
 CSV = "IMDB_overview_genres.csv"
 ROUNDS = 3  # the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
@@ -41,7 +43,7 @@ def posters_per_s(data: str) -> tuple[float, int, float]:
     """(posters/s of the pipeline over `data`, posters, this process's CPU ms a poster)"""
     started, cpu = time.perf_counter(), time.process_time()
     films = read_catalogue(f"{data}/{CSV}")
-    kept, _ = jpegs.read_posters(films, f"{data}/Images", 64)
+    kept, _ = poster_decoding.read_posters(films, f"{data}/Images", 64)
     cpu_ms = (time.process_time() - cpu) * 1000 / len(kept)
     return len(kept) / (time.perf_counter() - started), len(kept), cpu_ms
 

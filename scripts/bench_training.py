@@ -13,9 +13,10 @@ import benchlib
 import keras
 import numpy as np
 
-from job import features, jpegs, models
-from job.cache import cache_posters
-from job.catalogue import read_catalogue, split_of
+from job.data import pipeline, poster_decoding
+from job.data.cache import cache_posters
+from job.data.catalogue import read_catalogue, split_of
+from job.model import networks
 
 
 def timed_epoch(model: keras.Model, dataset) -> tuple[float, float, int]:
@@ -40,7 +41,7 @@ def main() -> None:
     films = read_catalogue(str(root / "IMDB_overview_genres.csv"))
     films = films.subset(np.arange(len(films)) < limit)
     train = split_of(films.ids, 42, 0.1, 0.1) == "train"
-    kept, posters = jpegs.read_posters(films, str(root / "Images"), 64)
+    kept, posters = poster_decoding.read_posters(films, str(root / "Images"), 64)
     posters = cache_posters(posters, "memory", None)  # as a run holds them
     texts = [o for o, t in zip(films.overviews, train, strict=True) if t]
     # (name, model kind, settings): the notebook's and the tuned recipe's overview model, and
@@ -57,21 +58,21 @@ def main() -> None:
             "mixed_bfloat16" if settings.get("mixed") else "float32"
         )
         if kind == "cnn":
-            model, inputs, labels = models.build_cnn(len(films.genres)), posters, kept.labels
+            model, inputs, labels = networks.build_cnn(len(films.genres)), posters, kept.labels
         else:
             length = settings["sequence_length"]
-            vectorizer = features.make_vectorizer(texts, 10_000, length)
-            model = models.build_lstm(
+            vectorizer = pipeline.make_vectorizer(texts, 10_000, length)
+            model = networks.build_lstm(
                 len(films.genres),
                 vectorizer.vocabulary_size(),
                 length,
                 settings["recurrent_dropout"],
             )
-            inputs, labels = features.vectorize(vectorizer, films.overviews), films.labels
+            inputs, labels = pipeline.vectorize(vectorizer, films.overviews), films.labels
         # As a run trains: uint8 posters in, converted and flipped in the model's step.
-        model = models.poster_input(model, flip=True, seed=0)
-        models.compile_model(model, 1e-4, jit_compile=settings.get("jit", False))
-        dataset = features.make_dataset(inputs, labels, 64, True, seed=0, uint8_posters=True)
+        model = networks.poster_input(model, flip=True, seed=0)
+        networks.compile_model(model, 1e-4, jit_compile=settings.get("jit", False))
+        dataset = pipeline.make_dataset(inputs, labels, 64, True, seed=0, uint8_posters=True)
         model.train_on_batch(*next(iter(dataset)))  # warm-up: tracing
         seconds, waiting, samples = timed_epoch(model, dataset)
         benchlib.emit(

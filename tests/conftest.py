@@ -30,7 +30,7 @@ from support.gcs_server import GcsServer  # noqa: E402
 
 from job import storage  # noqa: E402
 from job.cli import main  # noqa: E402
-from job.demo import write_demo_data  # noqa: E402
+from job.data.demo import write_demo_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(

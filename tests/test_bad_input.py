@@ -347,7 +347,7 @@ POSTER_KINDS = [
 
 @pytest.mark.parametrize("kind, make, kept", POSTER_KINDS, ids=[k[0] for k in POSTER_KINDS])
 def test_each_poster_kind_is_kept_as_rgb_or_dropped(kind, make, kept, demo_dir):
-    from job.jpegs import decode_posters
+    from job.data.poster_decoding import decode_posters
 
     good_jpeg = next((demo_dir / "Images").glob("*.jpg")).read_bytes()
     posters, good = decode_posters([good_jpeg, make(good_jpeg), good_jpeg], 64)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job.cache import MEMORY_SHARE, available_memory, choose_cache
+from job.data.cache import MEMORY_SHARE, available_memory, choose_cache
 
 
 def test_auto_keeps_posters_in_memory_while_they_fit_in_its_share():
@@ -41,7 +41,7 @@ def resident_mb() -> float:
 
 
 def test_the_memory_cache_is_one_tensor_over_the_decoded_array():
-    from job.cache import aligned_empty, cache_posters
+    from job.data.cache import aligned_empty, cache_posters
 
     array = aligned_empty((300, 64, 64, 3))
     array[:] = np.arange(300, dtype=np.uint8)[:, None, None, None]
@@ -58,8 +58,8 @@ def test_the_memory_cache_is_one_tensor_over_the_decoded_array():
 def test_epochs_over_the_memory_cache_do_not_copy_it():
     """tf.data's default rewrites serialized the captured cache at each iterator start:
     every epoch took the cache's size again in memory."""
-    from job.cache import aligned_empty, cache_posters
-    from job.features import make_dataset
+    from job.data.cache import aligned_empty, cache_posters
+    from job.data.pipeline import make_dataset
 
     films = 20_000  # 246 MB of 64x64 posters
     array = aligned_empty((films, 64, 64, 3))

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from job import storage
-from job.catalogue import SAFE_ID, read_catalogue
+from job.data.catalogue import SAFE_ID, read_catalogue
 from job.errors import InputError
 
 GENRES = ["Action", "Drama"]

@@ -51,7 +51,7 @@ def test_every_command_shows_examples_line_by_line(command):
 def test_json_log_line_for_cloud_logging(monkeypatch):
     monkeypatch.setenv("GENRE_JOB_RUN_ID", "cnn-20261205-010203-9f3a")
     record = logging.makeLogRecord(
-        {"name": "job.training", "levelname": "INFO", "levelno": logging.INFO,
+        {"name": "job.train.run", "levelname": "INFO", "levelno": logging.INFO,
          "msg": "epoch %d/%d", "args": (1, 40), "created": 1796432523.456,
          "fields": {"epoch": 1}}
     )  # fmt: skip
@@ -61,7 +61,7 @@ def test_json_log_line_for_cloud_logging(monkeypatch):
     assert json.loads(line) == {
         "severity": "INFO",
         "message": "epoch 1/40",
-        "logger": "job.training",
+        "logger": "job.train.run",
         "time": "2026-12-05T01:02:03.456Z",
         "logging.googleapis.com/labels": {"run_id": "cnn-20261205-010203-9f3a"},
         "epoch": 1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from job.embeddings import lsa_vectors
+from job.model.embeddings import lsa_vectors
 
 
 def test_words_that_share_overviews_get_nearby_vectors():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from job.features import make_dataset
+from job.data.pipeline import make_dataset
 
 
 def epochs(seed: int, count: int = 2) -> list[list[np.ndarray]]:
@@ -45,7 +45,7 @@ def poster_model(flip: bool, seed: int):
     """A layer-less 'model' behind the training poster input: its output is its input."""
     import keras
 
-    from job.models import poster_input
+    from job.model.networks import poster_input
 
     poster = keras.Input((8, 8, 3), name="Poster")
     return poster_input(keras.Model(poster, poster, name="echo"), flip, seed)
@@ -74,7 +74,7 @@ def test_corrupt_posters_drop_only_themselves_in_any_batch(source, demo_dir, tmp
     """Batches of DECODE_BATCH posters decode together; one holding a corrupt (or, read
     from files, vanished) poster is decoded again one by one: the others keep their place
     and their pixels."""
-    from job.jpegs import DECODE_BATCH, decode_poster, decode_stream
+    from job.data.poster_decoding import DECODE_BATCH, decode_poster, decode_stream
 
     jpegs = [path.read_bytes() for path in sorted((demo_dir / "Images").glob("*.jpg"))]
     count = 3 * DECODE_BATCH + 5  # four batches, the last one short
@@ -103,7 +103,7 @@ def test_a_failure_fetching_posters_is_raised_not_taken_for_their_end(demo_dir):
     """Chunks of fetched posters that stop with an error (a bucket that stopped answering):
     decode_stream raises it, after the posters that came before it (the decoding skips
     corrupt posters; it must not skip the rest of the films)."""
-    from job.jpegs import DECODE_BATCH, decode_stream
+    from job.data.poster_decoding import DECODE_BATCH, decode_stream
 
     jpegs = [path.read_bytes() for path in sorted((demo_dir / "Images").glob("*.jpg"))]
     first = [jpegs[i % len(jpegs)] for i in range(DECODE_BATCH + 3)]
@@ -126,8 +126,8 @@ def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir,
     before decoding)."""
     import shutil
 
-    from job.catalogue import read_catalogue
-    from job.jpegs import read_posters
+    from job.data.catalogue import read_catalogue
+    from job.data.poster_decoding import read_posters
 
     shutil.copytree(demo_dir, tmp_path / "data")
     films = read_catalogue(str(tmp_path / "data" / "IMDB_overview_genres.csv"))
@@ -152,7 +152,7 @@ def test_posters_decode_at_the_smallest_scale_that_keeps_both_sides(height, widt
     scale whose sides are both still at least 64; then an area resize to 64x64."""
     import tensorflow as tf
 
-    from job.jpegs import decode_poster
+    from job.data.poster_decoding import decode_poster
 
     rows, columns = np.mgrid[0:height, 0:width]
     image = np.stack([rows * 255 // height, columns * 255 // width, (rows + columns) % 256], -1)
@@ -174,7 +174,7 @@ def test_full_bilinear_decoding_is_the_full_size_decode_and_antialiased_resize()
     """Runs from before the scaled decoding record none: predict decodes them this way."""
     import tensorflow as tf
 
-    from job.jpegs import decode_poster
+    from job.data.poster_decoding import decode_poster
 
     rows, columns = np.mgrid[0:300, 0:150]
     image = np.stack([rows * 255 // 300, columns * 255 // 150, (rows + columns) % 256], -1)
@@ -198,7 +198,7 @@ def test_scaled_decoding_reads_progressive_grayscale_cmyk_and_444_jpegs(mode, op
     import tensorflow as tf
     from PIL import Image
 
-    from job.jpegs import decode_poster
+    from job.data.poster_decoding import decode_poster
 
     rows, columns = np.mgrid[0:300, 0:150]
     image = np.stack([rows * 255 // 300, columns * 255 // 150, (rows + columns) % 256], -1)

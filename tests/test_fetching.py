@@ -1,5 +1,5 @@
 """Fetching many objects from a bucket through gcsfs, chunks in flight ahead of the one
-being used (job/fetching.py): in order, missing objects as None, faults retried, a fetch
+being used (job/storage/fetching.py): in order, missing objects as None, faults retried, a fetch
 that keeps failing raised (never taken for missing objects)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from support.faultproxy import FaultProxy
 from support.gcs_server import use_storage_endpoint
 
-from job import fetching, storage
+from job import storage
+from job.storage import fetching
 
 
 def objects_in(bucket: str, count: int) -> dict[str, bytes]:
@@ -42,7 +43,7 @@ def through_proxy(gcs_server):
 def test_fetch_many_from_a_bucket_brings_every_object_in_order(bucket, caplog):
     objects = objects_in(bucket, fetching.FETCH_CHUNK * 2 + 5)  # three chunks, one partial
     urls = [*objects, f"{bucket}/posters/missing.jpg"]
-    with caplog.at_level(logging.DEBUG, logger="job.fetching"):
+    with caplog.at_level(logging.DEBUG, logger="job.storage.fetching"):
         blobs = fetching.fetch_many(urls)
     assert blobs == [*objects.values(), None]  # in order; a missing object is None
     assert "fetched again" not in caplog.text  # 200s and a 404: nothing failed
@@ -89,7 +90,7 @@ def test_fetch_chunks_stopped_early_then_fetched_again(bucket, caplog):
     objects = objects_in(bucket, fetching.FETCH_CHUNK * 3)
     chunks = fetching.fetch_chunks(list(objects))
     assert next(chunks) == list(objects.values())[: fetching.FETCH_CHUNK]
-    with caplog.at_level(logging.DEBUG, logger="job.fetching"):
+    with caplog.at_level(logging.DEBUG, logger="job.storage.fetching"):
         chunks.close()  # the caller stopped (an error): the chunks in flight are cancelled
         assert fetching.fetch_many(list(objects)[-5:]) == list(objects.values())[-5:]
     assert caplog.text == ""  # nothing failed, nothing fetched again

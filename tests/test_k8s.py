@@ -418,11 +418,11 @@ def test_multinode_jobset_structure(kubectl):
     assert re.fullmatch(rf"genre-train-mn-{RUN_ID_RE}", jobset["metadata"]["name"])
     spec = jobset["spec"]
     assert spec["network"]["enableDNSHostnames"] is True
-    assert "subdomain" not in spec["network"]  # job/multiworker.py assumes the default
+    assert "subdomain" not in spec["network"]  # job/train/multiworker.py assumes the default
     (replicated,) = spec["replicatedJobs"]
     assert replicated["replicas"] >= 2
     job = replicated["template"]["spec"]
-    # One pod per Job: job.multiworker.tf_config_from_jobset numbers workers by Job index.
+    # One pod per Job: job.train.multiworker.tf_config_from_jobset numbers workers by Job index.
     assert job["completions"] == job["parallelism"] == 1
     assert job["completionMode"] == "Indexed"
     assert job["backoffLimit"] == 0  # a failed pod fails its Job: the JobSet restarts all
@@ -431,7 +431,7 @@ def test_multinode_jobset_structure(kubectl):
     assert c["image"] == image
     assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 4
     ports = [p["containerPort"] for p in c["ports"]]
-    assert ports == [pytest.importorskip("job.multiworker").WORKER_PORT]
+    assert ports == [pytest.importorskip("job.train.multiworker").WORKER_PORT]
     for args in resolved_args(objs, "JobSet"):
         assert split_command(args)[1] == "train"
         assert any(
@@ -481,7 +481,7 @@ def fake_jobset_pod_env(jobset: dict, job_index: int) -> dict[str, str]:
 
 
 def test_jobset_pods_get_a_tf_config_naming_each_others_hostnames(kubectl):
-    multiworker = pytest.importorskip("job.multiworker")
+    multiworker = pytest.importorskip("job.train.multiworker")
     jobset = one(render("--job", "train-multinode"), "JobSet")
     name = jobset["metadata"]["name"]
     (replicated,) = jobset["spec"]["replicatedJobs"]

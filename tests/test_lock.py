@@ -1,4 +1,4 @@
-"""job.lock's lease on a local folder, memory:// and gs:// (fake-gcs-server, also behind a
+"""job.storage.lock's lease on a local folder, memory:// and gs:// (fake-gcs-server, also behind a
 proxy that resets connections after the server acted)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import uuid
 import pytest
 from support.faultproxy import FaultProxy
 
-from job import lock, storage
+from job import storage
 from job.errors import OutputError
+from job.storage import lock
 
 
 @pytest.fixture(params=["local", "memory", "gcs"])
@@ -63,7 +64,7 @@ def test_a_lease_not_renewed_is_taken_over_after_its_time(output, caplog):
     dead.abandon()  # stops renewing, like a killed job
     started = time.monotonic()
 
-    with caplog.at_level(logging.WARNING, logger="job.lock"):
+    with caplog.at_level(logging.WARNING, logger="job.storage.lock"):
         taken = lock.acquire(output, overwrite=False)
 
     assert 1 < time.monotonic() - started < 6
@@ -79,7 +80,7 @@ def test_an_old_or_unreadable_lock_is_taken_over_at_once(output, caplog):
     stale = {"host": "gone", "pid": 1, "time": "2020-01-01T00:00:00+00:00", "unix_time": 0}
     storage.write_bytes(f"{output}/_LOCK", json.dumps(stale).encode())
 
-    with caplog.at_level(logging.WARNING, logger="job.lock"):
+    with caplog.at_level(logging.WARNING, logger="job.storage.lock"):
         taken = lock.acquire(output, overwrite=False)
 
     assert "taking over the lease of gone pid 1, last renewed 2020-01-01" in caplog.text
@@ -90,7 +91,7 @@ def test_an_old_or_unreadable_lock_is_taken_over_at_once(output, caplog):
 
 def test_overwrite_takes_over_a_live_lease_and_its_holder_stops(output, caplog):
     held = lock.acquire(output, overwrite=False)
-    with caplog.at_level(logging.WARNING, logger="job.lock"):
+    with caplog.at_level(logging.WARNING, logger="job.storage.lock"):
         taken = lock.acquire(output, overwrite=True)
     assert "(--overwrite)" in caplog.text
     deadline = time.monotonic() + 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from job.metrics import average_precision, label_prior_micro_f1, score, tune_thresholds
+from job.model.metrics import average_precision, label_prior_micro_f1, score, tune_thresholds
 
 TRUE = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
 PROB = np.array([[0.9, 0.2], [0.4, 0.8], [0.6, 0.1], [0.3, 0.3]])

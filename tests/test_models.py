@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from job.config import TUNED_RECIPE, TrainConfig
-from job.models import build_cnn, build_for, build_fusion, build_lstm, make_loss, positive_weights
+from job.model.networks import (
+    build_cnn,
+    build_for,
+    build_fusion,
+    build_lstm,
+    make_loss,
+    positive_weights,
+)
 
 CNN_LAYERS = [  # name, output shape without the batch axis
     ("Poster", (64, 64, 3)),

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, copy_tree, train_command
 
-from job import multiworker
 from job.errors import SetupError, TrainingInterrupted
+from job.train import multiworker
 
 
 def free_ports(count: int) -> list[int]:

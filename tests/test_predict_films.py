@@ -120,8 +120,8 @@ def test_train_reads_posters_whatever_their_name_and_format(films, trained):
 def test_png_and_renamed_posters_decode_as_their_jpegs(films, demo_dir):
     """What the model sees of a renamed JPEG is its JPEG's; of a PNG, the same picture
     (decoded full-size, area-averaged: within a few levels of the JPEG's scaled decoding)."""
-    from job.catalogue import read_catalogue
-    from job.jpegs import read_posters
+    from job.data.catalogue import read_catalogue
+    from job.data.poster_decoding import read_posters
 
     data, ids = films
     wanted = [ids[i] for i in KEPT]
@@ -282,7 +282,7 @@ def test_labels_are_optional_and_odd_genre_columns_are_named(films, trained, tmp
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if " WARNING " in line]
     assert [line.split(" WARNING ", 1)[1] for line in warnings] == [
-        f"job.catalogue: {data}/{mismatched}: column(s) not among the model's genres,"
+        f"job.data.catalogue: {data}/{mismatched}: column(s) not among the model's genres,"
         f" ignored: Western, Musical; no true_genres: 4 of the model's 6 genres missing"
         f" ({', '.join(genres[2:])})"
     ]

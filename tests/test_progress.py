@@ -15,8 +15,9 @@ import time
 from click.testing import CliRunner
 from conftest import DEMO_FILMS, ROOT
 
-from job import jpegs, progress
+from job import progress
 from job.cli import main
+from job.data import poster_decoding
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -53,7 +54,7 @@ def test_prepare_logs_each_quarter_and_every_interval(demo_dir, tmp_path):
         assert all(e["rate"] == 0 and e["eta_s"] is None for e in lines if not e["count"])
         assert all(isinstance(e["rate"], float) and e["rate"] > 0 for e in started)
         assert all(e["eta_s"] >= 0 for e in started) and lines[-1]["eta_s"] == 0.0
-    assert jpegs.DECODE_BATCH == 64  # (the figures above assume it)
+    assert poster_decoding.DECODE_BATCH == 64  # (the figures above assume it)
 
 
 def test_a_stall_logs_every_interval_and_finished_work_stops(caplog, monkeypatch):

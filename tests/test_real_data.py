@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from job.catalogue import read_catalogue, split_of
+from job.data.catalogue import read_catalogue, split_of
 
 SAMPLE = 240
 

@@ -15,8 +15,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 from conftest import DEMO_FILMS, LSTM_FAST, copy_tree
 
-from job import catalogue, jpegs, storage
+from job import storage
 from job.cli import main
+from job.data import catalogue, poster_decoding
 
 pytestmark = pytest.mark.slow  # trains the runs it serves
 
@@ -61,7 +62,7 @@ def evaluation_inputs(run: str, data: str, ids: list[str]) -> dict[str, tf.Tenso
     films = films.subset(np.isin(films.ids, ids))
     inputs = {}
     if config["model"] != "lstm":
-        kept, posters = jpegs.read_posters(
+        kept, posters = poster_decoding.read_posters(
             films, f"{data}/{config['images']}", 64, decoding=config["poster_decoding"]
         )
         assert kept.ids == films.ids  # every evaluation film has its poster

@@ -37,7 +37,7 @@ def test_help_imports_no_tensorflow(command):
     assert result.stdout.startswith("Usage: python -m job")
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert "job.cli" in imported  # the import log is what it claims to be
-    assert not imported & {"tensorflow", "keras", "job.training", "job.prediction"}
+    assert not imported & {"tensorflow", "keras", "job.train.run", "job.predict"}
     print(f"{' '.join(command) or 'genre-job'} --help: {seconds:.2f} s")
 
 

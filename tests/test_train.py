@@ -180,8 +180,8 @@ def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
     full-size for runs from before that was recorded, and refuses a way it does not know."""
     import keras
 
-    from job.catalogue import read_catalogue
-    from job.jpegs import read_posters
+    from job.data.catalogue import read_catalogue
+    from job.data.poster_decoding import read_posters
 
     data, output = str(tmp_path / "data"), str(tmp_path / "run")
     copy_tree(demo_dir, data)
@@ -374,7 +374,7 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
 def test_gpu_options_on_the_cpu(model, flags, policy, demo_dir, tmp_path, cli):
     """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
     XLA; unset, mixed precision is on for the cnn where the CPU has bfloat16 units."""
-    from job.training import cpu_has_bfloat16
+    from job.train.run import cpu_has_bfloat16
 
     if policy == "auto":
         policy = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"

@@ -16,7 +16,7 @@ import re
 from job import storage
 from job.config import TrainConfig
 from job.errors import OutputError
-from job.lock import LOCK_NAME
+from job.storage.lock import LOCK_NAME
 
 CONFIG = "config.json"
 SUCCESS = "_SUCCESS"

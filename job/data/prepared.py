@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from job import fetching, jpegs, storage
-from job.catalogue import Catalogue, read_catalogue
+from job import storage
+from job.data import poster_decoding
+from job.data.catalogue import Catalogue, read_catalogue
 from job.errors import InputError
 from job.progress import Progress
+from job.storage import fetching
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def write_prepared(
 ) -> dict:
     """Reads, checks and decodes the dataset once; writes the shards, then the manifest."""
     films = read_catalogue(storage.join(data, csv_name))
-    films, posters = jpegs.read_posters(films, storage.join(data, images), image_size)
+    films, posters = poster_decoding.read_posters(films, storage.join(data, images), image_size)
     if not len(films):
         raise InputError(f"{data}: no films with a readable poster to prepare")
     per_film = posters[0].nbytes + 512
@@ -72,7 +74,7 @@ def write_prepared(
         "source": data,
         "genres": films.genres,
         "image_size": image_size,
-        "poster_decoding": jpegs.POSTER_DECODING,
+        "poster_decoding": poster_decoding.POSTER_DECODING,
         "films": len(films),
         "shards": shards,
         "films_dropped": films.dropped,
@@ -84,7 +86,7 @@ def write_prepared(
 
 def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray, str]:
     """The films, their uint8 posters (films, size, size, 3) and how those were decoded
-    (jpegs.POSTER_DECODINGS; datasets prepared before it was recorded: full-size)."""
+    (poster_decoding.POSTER_DECODINGS; datasets prepared before it was recorded: full-size)."""
     manifest = json.loads(storage.read_bytes(storage.join(data, MANIFEST)))
     if manifest["image_size"] != image_size:
         raise InputError(
@@ -124,5 +126,5 @@ def read_prepared(data: str, image_size: int) -> tuple[Catalogue, np.ndarray, st
         labels=np.concatenate(labels),
         dropped=dict(manifest["films_dropped"]),
     )
-    decoding = manifest.get("poster_decoding", jpegs.FULL_SIZE_DECODING)
+    decoding = manifest.get("poster_decoding", poster_decoding.FULL_SIZE_DECODING)
     return films, np.concatenate(posters).reshape(-1, size, size, 3), decoding

@@ -26,11 +26,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import lock
-from job.callbacks import StopOnSignal, best_val_loss, learning_rate_schedule, log_epoch
 from job.config import TrainConfig
 from job.errors import SetupError, TrainingInterrupted
-from job.models import make_loss
+from job.model.networks import make_loss
+from job.storage import lock
+from job.train.callbacks import StopOnSignal, best_val_loss, learning_rate_schedule, log_epoch
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """From films to model inputs, and tf.data pipelines over them.
 
 Each film's input is computed once and kept in memory:
-  posters   -> uint8 (64, 64, 3), 12 KB a film, in one decoding pass (job/jpegs.py):
+  posters   -> uint8 (64, 64, 3), 12 KB a film, in one decoding pass (job/data/poster_decoding.py):
                later epochs never decode again (in memory, or in a local file:
-               job/cache.py);
+               job/data/cache.py);
   overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts.
 The vectorizer runs here, not inside the replicated model: a TextVectorization layer
 inside a model fails under MirroredStrategy with two or more replicas.
@@ -16,8 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from job.cache import DiskPosters, JpegPosters, Posters, TensorPosters, no_rewrites
-from job.jpegs import DECODE_CALLS, decode_options, decode_poster
+from job.data.cache import DiskPosters, JpegPosters, Posters, TensorPosters, no_rewrites
+from job.data.poster_decoding import DECODE_CALLS, decode_options, decode_poster
 
 AUTOTUNE = tf.data.AUTOTUNE
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
@@ -66,7 +66,7 @@ def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
 
 # A model's inputs: one array (cnn: uint8 posters; lstm: token ids) or, for fusion,
 # {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way. Posters
-# may be held on disk or as JPEG bytes (job/cache.py): indexed the same way.
+# may be held on disk or as JPEG bytes (job/data/cache.py): indexed the same way.
 Inputs = Posters | dict[str, Posters]
 
 

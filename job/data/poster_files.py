@@ -2,7 +2,7 @@
 
 The extension may be any of POSTER_EXTENSIONS in any case (`tt1.JPG`, `tt1.jpeg`,
 `tt1.png`); the Id is matched exactly. What the file holds is told by its bytes when it
-is decoded (job/jpegs.py), not by its name.
+is decoded (job/data/poster_decoding.py), not by its name.
 """
 
 from __future__ import annotations

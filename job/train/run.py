@@ -20,19 +20,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import (
-    __version__,
-    catalogue,
-    features,
-    jpegs,
-    lock,
-    models,
-    multiworker,
-    prepared,
-    storage,
-)
-from job.cache import cache_posters, choose_cache
-from job.callbacks import (
+from job import __version__, storage
+from job.config import TrainConfig
+from job.data import catalogue, pipeline, poster_decoding, prepared
+from job.data.cache import cache_posters, choose_cache
+from job.errors import InputError, OutputError, TrainingInterrupted
+from job.model import networks
+from job.model.embeddings import lsa_vectors
+from job.storage import lock
+from job.train import multiworker
+from job.train.callbacks import (
     EpochLog,
     History,
     StopOnSignal,
@@ -40,11 +37,8 @@ from job.callbacks import (
     best_val_loss,
     learning_rate_schedule,
 )
-from job.config import TrainConfig
-from job.embeddings import lsa_vectors
-from job.errors import InputError, OutputError, TrainingInterrupted
-from job.exporter import clear_output, finish_run
-from job.runfolder import check_output
+from job.train.finish import clear_output, finish_run
+from job.train.runfolder import check_output
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +90,7 @@ def cpu_has_bfloat16() -> bool:
 
 def load_films(
     config: TrainConfig,
-) -> tuple[catalogue.Catalogue, features.Inputs, object, np.ndarray]:
+) -> tuple[catalogue.Catalogue, pipeline.Inputs, object, np.ndarray]:
     """The films with usable input for this model, their inputs, (lstm, fusion) the
     vectorizer, and their split (catalogue.split_of).
 
@@ -117,7 +111,7 @@ def load_films(
         if config.model != "lstm":
             images = storage.join(config.data, config.images)
             cache = choose_cache(config.cache, len(films), config.image_size)
-            films, posters = jpegs.read_posters(
+            films, posters = poster_decoding.read_posters(
                 films, images, config.image_size, cache, config.cache_dir, config.poster_decoding
             )
             posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor
@@ -129,8 +123,8 @@ def load_films(
     train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
     if not train_texts:
         raise InputError(f"{config.data}: no training films with an overview")
-    vectorizer = features.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
-    tokens = features.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
+    vectorizer = pipeline.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
+    tokens = pipeline.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
     if config.model == "lstm":
         return films, tokens, vectorizer, split
     return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer, split
@@ -178,7 +172,7 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
 def make_datasets(
     config: TrainConfig,
     films: catalogue.Catalogue,
-    inputs: features.Inputs,
+    inputs: pipeline.Inputs,
     split: np.ndarray,
     global_batch: int,
 ) -> tuple[tf.data.Dataset, ...]:
@@ -194,16 +188,16 @@ def make_datasets(
         )
     train, validation = split == "train", split == "validation"
     return (
-        features.make_dataset(
-            features.take(inputs, train),
+        pipeline.make_dataset(
+            pipeline.take(inputs, train),
             films.labels[train],
             global_batch,
             True,
             config.seed,
-            uint8_posters=True,  # models.poster_input converts them
+            uint8_posters=True,  # networks.poster_input converts them
         ),
-        features.make_dataset(
-            features.take(inputs, validation),
+        pipeline.make_dataset(
+            pipeline.take(inputs, validation),
             films.labels[validation],
             global_batch,
             False,
@@ -357,20 +351,22 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
             (staging / folder).mkdir(exist_ok=True)
 
         learning_rate = config.learning_rate_for(global_batch)
-        loss_weights = models.positive_weights(films.labels[split == "train"], config.class_weight)
+        loss_weights = networks.positive_weights(
+            films.labels[split == "train"], config.class_weight
+        )
         config.run["learning_rate"] = learning_rate
         if loss_weights is not None:
             config.run["positive_weights"] = dict(
                 zip(films.genres, np.round(loss_weights, 3).tolist(), strict=True)
             )
         with strategy.scope():
-            model = models.build_for(config, len(films.genres), vectorizer)
+            model = networks.build_for(config, len(films.genres), vectorizer)
             # What fit trains: uint8 posters in, converted and flipped on the device.
-            trainer = models.poster_input(model, config.augment, config.seed)
-            models.compile_model(trainer, learning_rate, config.jit_compile, loss_weights)
+            trainer = networks.poster_input(model, config.augment, config.seed)
+            networks.compile_model(trainer, learning_rate, config.jit_compile, loss_weights)
             if config.model != "cnn" and config.embedding_init == "lsa" and not done:
                 tokens = inputs["Tokens"] if isinstance(inputs, dict) else inputs
-                embedding = models.overview_embedding(model)
+                embedding = networks.overview_embedding(model)
                 vectors = lsa_vectors(
                     tokens[split == "train"], embedding.input_dim, embedding.output_dim
                 )

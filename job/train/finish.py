@@ -16,16 +16,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from job import features, metrics, storage
-from job.callbacks import PredictProgress
-from job.catalogue import Catalogue
+from job import storage
 from job.config import TrainConfig
+from job.data import pipeline
+from job.data.catalogue import Catalogue
 from job.errors import OutputError
-from job.lock import LOCK_NAME
-from job.models import build_for, inference_model, poster_input
-from job.prediction import predictions_frame
+from job.model import metrics
+from job.model.networks import build_for, inference_model, poster_input
+from job.predict import predictions_frame
 from job.progress import Progress
-from job.runfolder import SUCCESS
+from job.storage.lock import LOCK_NAME
+from job.train.callbacks import PredictProgress
+from job.train.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def finish_run(
     config: TrainConfig,
     vectorizer,
     films: Catalogue,
-    inputs: features.Inputs,
+    inputs: pipeline.Inputs,
     split: np.ndarray,
     staging: Path,
     mirror: storage.Mirror,
@@ -77,8 +79,8 @@ def finish_run(
     )
 
     def probabilities(name: str) -> np.ndarray:
-        dataset = features.make_dataset(
-            features.take(inputs, split == name), labels[split == name], 256, False, config.seed
+        dataset = pipeline.make_dataset(
+            pipeline.take(inputs, split == name), labels[split == name], 256, False, config.seed
         )
         with Progress(f"predict {name} films", int((split == name).sum())) as progress:
             counted = [PredictProgress(progress, 256)]

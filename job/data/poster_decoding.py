@@ -1,9 +1,9 @@
 """Posters -> uint8 (size, size, 3) arrays: the first epoch's one decoding pass.
 
 Posters are read from a local folder by tf.data itself, or fetched from a bucket (or any
-fsspec file system) in chunks with the next chunks in flight (job/fetching.py), then
+fsspec file system) in chunks with the next chunks in flight (job/storage/fetching.py), then
 decoded DECODE_BATCH at a time on a private pool of DECODE_CALLS threads into the chosen
-cache (job/cache.py): JPEGs at the JPEG scale the header allows (decode_resized), PNG,
+cache (job/data/cache.py): JPEGs at the JPEG scale the header allows (decode_resized), PNG,
 GIF, BMP and WebP full-size (decode_other), whatever the file's name says. Corrupt
 or oversized posters drop their film, counted and logged; a storage failure stops the run.
 """
@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from job import fetching, poster_files, storage
-from job.cache import Posters, PosterSink, no_rewrites
-from job.catalogue import Catalogue
+from job import storage
+from job.data import poster_files
+from job.data.cache import Posters, PosterSink, no_rewrites
+from job.data.catalogue import Catalogue
 from job.progress import Progress
+from job.storage import fetching
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def read_posters(
     """Fetch and decode every film's poster; films without a usable one are dropped.
 
     One listing of the folder says which posters exist and under which names
-    (job/poster_files.py). From a bucket, posters are fetched in chunks, the next chunk's
+    (job/data/poster_files.py). From a bucket, posters are fetched in chunks, the next chunk's
     requests in flight while this one decodes, so the bucket's latency and the decoder
     overlap instead of adding up; all chunks flow through one decoding pipeline. From a
     local folder, tf.data reads the files itself in the decoding calls: no Python between

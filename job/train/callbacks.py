@@ -13,10 +13,9 @@ from pathlib import Path
 
 import keras
 
-from job import lock
 from job.errors import TrainingInterrupted
 from job.progress import Progress
-from job.storage import Mirror
+from job.storage import Mirror, lock
 
 log = logging.getLogger(__name__)
 

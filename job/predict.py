@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from job import cache, catalogue, jpegs, storage
-from job.callbacks import PredictProgress
+from job import storage
 from job.config import TrainConfig
+from job.data import cache, catalogue, poster_decoding
+from job.data.pipeline import posters_to_float
 from job.errors import InputError, OutputError
-from job.features import posters_to_float
 from job.progress import Progress
+from job.train.callbacks import PredictProgress
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def load_run(model_dir: str):
         path = Path(folder) / "model.keras"
         path.write_bytes(model_bytes)
         model = keras.models.load_model(path)
-    if config.poster_decoding not in jpegs.POSTER_DECODINGS:
+    if config.poster_decoding not in poster_decoding.POSTER_DECODINGS:
         raise InputError(
             f"{model_dir}: posters decoded as {config.poster_decoding!r}, unknown to this version",
             "predict with the genre-job version that trained the run",
@@ -191,7 +192,7 @@ def score(
     in the returned catalogue's why_dropped."""
     inputs = {}  # by the exported model's input names
     if config.model != "lstm":
-        films, posters = jpegs.read_posters(  # decoded as the run's were
+        films, posters = poster_decoding.read_posters(  # decoded as the run's were
             films, images_url, config.image_size, decoding=config.poster_decoding
         )
         inputs["Poster"] = posters  # (films, 64, 64, 3) uint8; float a batch at a time below

@@ -1,0 +1,1 @@
+"""The networks, their word vectors, and the scores and thresholds they are judged by."""
