@@ -68,7 +68,7 @@ def _debug() -> bool:
 
 
 def rfc3339(created: float) -> str:
-    """A record's time as RFC 3339 UTC with milliseconds: 2026-12-05T01:02:03.456Z."""
+    """A record's time as RFC 3339 UTC with milliseconds (YYYY-MM-DDThh:mm:ss.mmmZ)."""
     moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
