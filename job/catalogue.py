@@ -36,6 +36,7 @@ class Catalogue:
     genres: list[str]
     labels: np.ndarray | None  # (films, genres) float32 multi-hot; None when unlabelled
     dropped: dict[str, int] = field(default_factory=dict)
+    why_dropped: dict[str, str] = field(default_factory=dict)  # Id -> the reason
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -49,6 +50,7 @@ class Catalogue:
             genres=self.genres,
             labels=None if self.labels is None else self.labels[index],
             dropped=dict(self.dropped),
+            why_dropped=dict(self.why_dropped),
         )
 
     def has_overview(self) -> np.ndarray:
@@ -63,6 +65,7 @@ class Catalogue:
             log.warning("dropped %d films: %s (e.g. %s)", count, reason, ", ".join(examples))
         result = self.subset(keep)
         result.dropped[reason] = result.dropped.get(reason, 0) + count
+        result.why_dropped.update((self.ids[i], reason) for i in np.flatnonzero(~keep))
         return result
 
 
@@ -91,10 +94,8 @@ def read_catalogue(csv_url: str, genres: list[str] | None = None) -> Catalogue:
         if not genres:
             raise InputError(f"{csv_url}: no genre columns (0/1 columns besides Id/Genre/Overview)")
         labels = _labels(frame, genres, csv_url)
-    elif all(g in frame.columns for g in genres):
-        labels = _labels(frame, genres, csv_url)
     else:
-        labels = None
+        labels = _optional_labels(frame, genres, csv_url)
     if frame.empty:
         raise InputError(f"{csv_url}: the CSV has a header but no films")
     overviews = [o.strip() for o in frame["Overview"]]
@@ -117,16 +118,45 @@ def read_catalogue(csv_url: str, genres: list[str] | None = None) -> Catalogue:
     return catalogue.drop(first, "duplicate Id")
 
 
-def _labels(frame: pd.DataFrame, genres: list[str], csv_url: str) -> np.ndarray:
+def _labels(
+    frame: pd.DataFrame, genres: list[str], csv_url: str, blanks: bool = False
+) -> np.ndarray:
+    """The 0/1 genre cells as float32 (films, genres); with `blanks`, an empty cell is 0."""
     values = frame[genres].apply(lambda column: column.str.strip())
-    bad = ~values.isin(["0", "1"])
+    bad = ~values.isin(["0", "1", ""] if blanks else ["0", "1"])
     if bad.to_numpy().any():
         row, column = np.argwhere(bad.to_numpy())[0]
+        allowed = "0, 1 or empty" if blanks else "0 or 1"
         raise InputError(
             f"{csv_url}: genre column {genres[column]!r} holds {values.iat[row, column]!r} "
-            f"on line {row + 2}; genre values must be 0 or 1"
+            f"on line {row + 2}; genre values must be {allowed}"
         )
     return (values == "1").to_numpy(dtype=np.float32)
+
+
+def _optional_labels(frame: pd.DataFrame, genres: list[str], csv_url: str) -> np.ndarray | None:
+    """Labels of films to predict (a model's `genres`): only when every one of them is a
+    column, blank cells allowed (a template). Columns that do not match the model's genres
+    are named in one warning, not ignored silently."""
+    other = [c for c in frame.columns if c not in NON_GENRE_COLUMNS and c not in genres]
+    missing = [g for g in genres if g not in frame.columns]
+    problems = []
+    if other:
+        problems.append(f"column(s) not among the model's genres, ignored: {some(other)}")
+    if missing and (other or len(missing) < len(genres)):
+        problems.append(
+            f"no true_genres: {len(missing)} of the model's {len(genres)} genres missing"
+            f" ({some(missing)})"
+        )
+    if problems:
+        log.warning("%s: %s", csv_url, "; ".join(problems))
+    return None if missing else _labels(frame, genres, csv_url, blanks=True)
+
+
+def some(items: list[str], count: int = 5) -> str:
+    """The first `count` of `items`, comma-separated, and how many more: for one-line messages."""
+    more = f" and {len(items) - count} more" if len(items) > count else ""
+    return ", ".join(items[:count]) + more
 
 
 def split_of(ids: list[str], seed: int, validation: float, evaluation: float) -> np.ndarray:

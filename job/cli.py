@@ -313,6 +313,13 @@ def train(**options) -> None:
     help="Predictions CSV URL; with --shard-count, the folder for part-NNNNN.csv.",
 )
 @click.option("--ids", help="Comma-separated film Ids to predict (default: all).")
+@click.option("--ids-file", help="A file (path or URL) of film Ids to predict, one a line.")
+@click.option(
+    "--require-all",
+    is_flag=True,
+    help="Exit 3, writing nothing, when a film cannot be scored (no poster, unreadable "
+    "poster, no overview) instead of writing its row with that status.",
+)
 @click.option(
     "--shard-index",
     type=click.IntRange(0),
@@ -331,10 +338,12 @@ def predict(
     images: str,
     output: str,
     ids: str | None,
+    ids_file: str | None,
+    require_all: bool,
     shard_index: int,
     shard_count: int,
 ) -> None:
-    """Predict genres for the films of --data with a finished run's model.
+    """Predict genres for the films of --data with a finished run's model: one row a film.
 
     \b
     Examples:
@@ -345,20 +354,32 @@ def predict(
     """
     tfstart.load()
     from job.prediction import predict as run_prediction
+    from job.prediction import read_ids
 
     if shard_index >= shard_count:
         raise click.BadParameter("must be below --shard-count", param_hint="--shard-index")
-    target, rows = run_prediction(
+    if ids is not None and ids_file is not None:
+        raise click.UsageError("give --ids or --ids-file, not both")
+    wanted = None
+    if ids is not None:
+        wanted = [i.strip() for i in ids.split(",") if i.strip()]
+        if not wanted:
+            raise click.BadParameter("names no film Id", param_hint="--ids")
+    elif ids_file is not None:
+        wanted = read_ids(ids_file)
+    target, counts = run_prediction(
         model_dir,
         data,
         output,
         csv_name,
         images,
-        ids.split(",") if ids else None,
+        wanted,
         shard_index,
         shard_count,
+        require_all=require_all,
     )
-    click.echo(f"{rows} predictions: {target}")
+    by_status = ", ".join(f"{count} {status}" for status, count in counts.items())
+    click.echo(f"{sum(counts.values())} predictions ({by_status or 'no films'}): {target}")
 
 
 @main.command("merge-predictions")

@@ -1,14 +1,16 @@
-"""Poster JPEGs -> uint8 (size, size, 3) arrays: the first epoch's one decoding pass.
+"""Posters -> uint8 (size, size, 3) arrays: the first epoch's one decoding pass.
 
 Posters are read from a local folder by tf.data itself, or fetched from a bucket (or any
 fsspec file system) in chunks with the next chunks in flight (job/fetching.py), then
-decoded DECODE_BATCH at a time on a private pool of DECODE_CALLS threads, at the JPEG
-scale the header allows (decode_resized), into the chosen cache (job/cache.py). Corrupt
+decoded DECODE_BATCH at a time on a private pool of DECODE_CALLS threads into the chosen
+cache (job/cache.py): JPEGs at the JPEG scale the header allows (decode_resized), PNG,
+GIF, BMP and WebP full-size (decode_other), whatever the file's name says. Corrupt
 or oversized posters drop their film, counted and logged; a storage failure stops the run.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from job import fetching, storage
+from job import fetching, poster_files, storage
 from job.cache import Posters, PosterSink, no_rewrites
 from job.catalogue import Catalogue
 from job.progress import Progress
@@ -50,17 +52,20 @@ def read_posters(
 ) -> tuple[Catalogue, Posters]:
     """Fetch and decode every film's poster; films without a usable one are dropped.
 
-    From a bucket, posters are fetched in chunks, the next chunk's requests in flight while
-    this one decodes, so the bucket's latency and the decoder overlap instead of adding up;
-    all chunks flow through one decoding pipeline. From a local folder, tf.data reads the
-    files itself in the decoding calls: no Python between file and decoder, and one
-    listing of the folder says which posters exist (feeding the decoder from Python reads
-    instead made the first epoch slower). Returns the films kept and their posters, uint8
-    (films, size, size, 3), held as `cache` says.
+    One listing of the folder says which posters exist and under which names
+    (job/poster_files.py). From a bucket, posters are fetched in chunks, the next chunk's
+    requests in flight while this one decodes, so the bucket's latency and the decoder
+    overlap instead of adding up; all chunks flow through one decoding pipeline. From a
+    local folder, tf.data reads the files itself in the decoding calls: no Python between
+    file and decoder (feeding the decoder from Python reads instead made the first epoch
+    slower). Returns the films kept and their posters, uint8 (films, size, size, 3), held
+    as `cache` says.
     """
-    urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
-    found = np.zeros(len(urls), dtype=bool)
-    blobs_of: dict[int, bytes] = {}  # --cache none keeps the JPEGs
+    names = poster_files.find_posters(images_url, catalogue.ids)
+    listed = np.array([name is not None for name in names], dtype=bool)
+    urls = [storage.join(images_url, name) for name in names if name is not None]
+    found = np.zeros(len(urls), dtype=bool)  # of the listed posters, those still there
+    blobs_of: dict[int, bytes] = {}  # --cache none keeps the posters' bytes
 
     def fetched_chunks() -> Iterator[tuple[np.ndarray, list[bytes]]]:
         start = 0
@@ -74,12 +79,10 @@ def read_posters(
             yield np.array(indexes, dtype=np.int64), present
 
     folder = storage.local_path(images_url) if cache != "none" else None
-    if folder is not None:  # the decoding calls read the files
-        names, listed = [f"{film_id}.jpg" for film_id in catalogue.ids], listed_files(folder)
-        found[:] = [name in listed for name in names]
-        indexes = np.flatnonzero(found)
-        paths = [os.path.join(folder, names[i]) for i in indexes]
-        stream = decode_stream(iter([(indexes, paths)]), image_size, True, decoding)
+    if folder is not None:  # the decoding calls read the files (a vanished one: unreadable)
+        found[:] = True
+        paths = [os.path.join(folder, name) for name in names if name is not None]
+        stream = decode_stream(iter([(np.arange(len(paths)), paths)]), image_size, True, decoding)
     else:
         stream = decode_stream(fetched_chunks(), image_size, decoding=decoding)
     sink = PosterSink(cache, len(urls), image_size, cache_dir, decoding)
@@ -91,18 +94,9 @@ def read_posters(
             if len(indexes):  # (in catalogue order: every film before this one is done)
                 progress.advance_to(int(indexes[-1]) + 1)
         progress.advance_to(len(urls))
+    catalogue = catalogue.drop(listed, "no poster")
     catalogue = catalogue.drop(found, "no poster")
-    return catalogue.drop(good[found], "poster not a readable JPEG"), sink.posters()
-
-
-def listed_files(folder: str) -> frozenset[str]:
-    """The names in `folder` (none if it is missing): one listing is faster than a look-up
-    a film. A missing poster must not reach the decoder: its batch would fail and be
-    decoded one by one."""
-    try:
-        return frozenset(os.listdir(folder))
-    except OSError:  # missing, not a folder, not readable: no posters there
-        return frozenset()
+    return catalogue.drop(good[found], "unreadable poster"), sink.posters()
 
 
 def decode_stream(
@@ -231,16 +225,25 @@ def decode_posters(blobs: list[bytes], image_size: int) -> tuple[np.ndarray, np.
 
 
 def decode_poster(blob: tf.Tensor, image_size: int, decoding: str = POSTER_DECODING) -> tf.Tensor:
-    """JPEG bytes -> (size, size, 3) uint8; fails on corrupt or oversized (bomb) posters."""
-    shape = tf.image.extract_jpeg_shape(blob)  # (height, width, channels), from the header
-    # A plain Assert with a constant message: assert_less_equal's message holds the
-    # tensors, which puts a cond in every poster's decoding.
-    small = tf.debugging.Assert(
-        tf.reduce_prod(tf.cast(shape[:2], tf.int64)) <= MAX_POSTER_PIXELS,
-        ["poster over 25 megapixels"],
-    )
-    with tf.control_dependencies([small]):
-        return decode_resized(blob, shape, image_size, decoding)  # errors if corrupt
+    """Poster bytes -> (size, size, 3) uint8; fails on corrupt, unknown or oversized (bomb)
+    posters. The format is told by the bytes, not the file's name (a PNG saved as .jpg
+    decodes as a PNG): JPEG as decode_resized decodes it; PNG, GIF, BMP and WebP full-size
+    through tf.io.decode_image, then resized the same way.
+
+    One switch a poster picks the JPEG scale or the other formats' decoder (decode_other):
+    a tf.cond on the format in front of the JPEG switch cost every JPEG poster more CPU
+    (docs/performance.md). Only a JPEG reaches extract_jpeg_shape (it fails on anything
+    else); another format is given a stand-in JPEG's header there, and its own header is
+    checked for bombs in decode_other.
+    """
+    check_decoding(decoding)
+    jpeg = tf.io.is_jpeg(blob)
+    shape = tf.image.extract_jpeg_shape(tf.where(jpeg, blob, stand_in_jpeg()))
+    decoders = [*jpeg_decoders(blob, decoding), lambda: decode_other(blob)]
+    index = tf.where(jpeg, jpeg_decoder_index(shape, image_size, decoding), len(decoders) - 1)
+    with tf.control_dependencies([refuse_bombs(shape)]):
+        image = tf.switch_case(index, decoders)
+    return resized(image, image_size, decoding)
 
 
 def decode_resized(
@@ -256,18 +259,107 @@ def decode_resized(
     same micro-F1: docs/accuracy.md).
     "full_bilinear": that full-size decode and antialiased bilinear resize.
     """
+    check_decoding(decoding)
+    index = jpeg_decoder_index(shape, image_size, decoding)
+    image = tf.switch_case(index, jpeg_decoders(blob, decoding))
+    return resized(image, image_size, decoding)
+
+
+def check_decoding(decoding: str) -> None:
     if decoding not in POSTER_DECODINGS:
         raise ValueError(f"unknown poster decoding {decoding!r}")
-    size = [image_size, image_size]
+
+
+def jpeg_decoders(blob: tf.Tensor, decoding: str) -> list:
+    """Functions decoding the JPEG `blob` to (h, w, 3) uint8: full-size ("full_bilinear"),
+    or at each scale libjpeg offers ("scaled_area": ratio is an attribute of the op, so one
+    function a ratio)."""
+    ratios = (1,) if decoding == FULL_SIZE_DECODING else (1, 2, 4, 8)
+    return [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in ratios]
+
+
+def jpeg_decoder_index(shape: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
+    """Which of jpeg_decoders: the smallest scale that keeps both sides >= image_size."""
     if decoding == FULL_SIZE_DECODING:
-        image = tf.io.decode_jpeg(blob, channels=3)  # (h, w, 3) uint8
-        resized = tf.image.resize(image, size, antialias=True)
-    else:
-        smaller_side = tf.reduce_min(shape[:2])
-        halvings = tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
-        image = tf.switch_case(  # ratio is an attribute of the op: one branch a ratio
-            halvings,
-            [lambda r=r: tf.io.decode_jpeg(blob, channels=3, ratio=r) for r in (1, 2, 4, 8)],
-        )  # (h / ratio, w / ratio, 3) uint8
-        resized = tf.image.resize(image, size, method="area")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        return tf.constant(0)
+    smaller_side = tf.reduce_min(shape[:2])
+    return tf.add_n([tf.cast(smaller_side >= k * image_size, tf.int32) for k in (2, 4, 8)])
+
+
+def resized(image: tf.Tensor, image_size: int, decoding: str) -> tf.Tensor:
+    """(h, w, 3) uint8 -> (size, size, 3) uint8: area-averaged ("scaled_area"), or an
+    antialiased bilinear resize ("full_bilinear")."""
+    full = decoding == FULL_SIZE_DECODING
+    size = [image_size, image_size]
+    image = tf.image.resize(image, size, "bilinear" if full else "area", antialias=full)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+@functools.cache
+def stand_in_jpeg() -> bytes:
+    """A small valid JPEG: what extract_jpeg_shape reads in place of another format."""
+    with tf.init_scope():  # (eager, even while a tf.data function is being traced)
+        return tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()
+
+
+def refuse_bombs(shape: tf.Tensor) -> tf.Operation:
+    """An assertion that the (height, width, ...) `shape` read from a poster's header has
+    at most MAX_POSTER_PIXELS: run before decoding, it fails without allocating the image."""
+    # A plain Assert with a constant message: assert_less_equal's message holds the
+    # tensors, which puts a cond in every poster's decoding.
+    return tf.debugging.Assert(
+        tf.reduce_prod(tf.cast(shape[:2], tf.int64)) <= MAX_POSTER_PIXELS,
+        ["poster over 25 megapixels"],
+    )
+
+
+# A function call that stays one op: inlined, its ops sat in the JPEG posters' switch too,
+# where the branch not taken still costs each of its ops (docs/performance.md).
+@tf.function(
+    input_signature=[tf.TensorSpec([], tf.string)], experimental_attributes={"_noinline": True}
+)
+def decode_other(blob: tf.Tensor) -> tf.Tensor:
+    """A PNG, GIF (its first frame), BMP or WebP poster -> (h, w, 3) uint8, full-size,
+    after its header passed the bomb check."""
+    with tf.control_dependencies([refuse_bombs(header_shape(blob))]):
+        # As stored (channels=3 is refused for a WebP with alpha), then RGB: alpha dropped
+        # as decode_png drops it, gray repeated.
+        image = tf.io.decode_image(blob, expand_animations=False)  # (h, w, 1-4) uint8
+    rgb = tf.where(tf.shape(image)[2] >= 3, tf.range(3), tf.zeros(3, tf.int32))
+    image = tf.gather(image, rgb, axis=2)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def header_shape(blob: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 from a PNG, GIF, BMP or WebP header, as their decoders read
+    it; (0, 0) for anything else (tf.io.decode_image then refuses it)."""
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(blob, 0, 30), b"\0" * 30]), 0, 30)
+    byte = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # (30,)
+
+    def little(start: int, count: int) -> tf.Tensor:  # unsigned little-endian integer
+        return tf.add_n([byte[start + i] * 256**i for i in range(count)])
+
+    def big(start: int, count: int) -> tf.Tensor:
+        return tf.add_n([byte[start + i] * 256 ** (count - 1 - i) for i in range(count)])
+
+    def signed(value: tf.Tensor) -> tf.Tensor:  # BMP: int32 (a negative height: top-down)
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    def starts(position: int, magic: bytes) -> tf.Tensor:
+        return tf.equal(tf.strings.substr(head, position, len(magic)), magic)
+
+    webp = starts(0, b"RIFF") & starts(8, b"WEBP")
+    lossless = little(21, 4)  # VP8L: 14 bits width - 1, then 14 bits height - 1
+    formats = [  # (is it, (height, width))
+        (starts(0, b"\x89PNG\r\n\x1a\n"), (big(20, 4), big(16, 4))),
+        (starts(0, b"GIF8"), (little(8, 2), little(6, 2))),  # the logical screen
+        (starts(0, b"BM"), (signed(little(22, 4)), signed(little(18, 4)))),
+        (webp & starts(12, b"VP8X"), (little(27, 3) + 1, little(24, 3) + 1)),  # the canvas
+        (webp & starts(12, b"VP8 "), (little(28, 2) % 2**14, little(26, 2) % 2**14)),
+        (webp & starts(12, b"VP8L"), (lossless // 2**14 % 2**14 + 1, lossless % 2**14 + 1)),
+    ]
+    shapes = tf.stack([tf.stack(shape) for _, shape in formats] + [tf.zeros(2, tf.int64)])
+    known = tf.stack([known for known, _ in formats])
+    kind = tf.reduce_min(tf.where(known, tf.range(len(formats)), len(formats)))  # the first
+    return tf.gather(shapes, kind)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from job import fetching, storage
+from job import fetching, poster_files, storage
 from job.catalogue import read_catalogue
 from job.config import CSV_NAME, IMAGES_NAME
 from job.errors import InputError
@@ -113,7 +113,9 @@ def load_films(
     catalogue = read_catalogue(storage.join(data, config.get("csv") or CSV_NAME), genres)
     overviews = dict(zip(catalogue.ids, catalogue.overviews, strict=True))
     images = storage.join(data, config.get("images") or IMAGES_NAME)
-    blobs = fetching.fetch_many([storage.join(images, f"{i}.jpg") for i in rows["Id"]])
+    names = poster_files.find_posters(images, rows["Id"].tolist())
+    fetched = iter(fetching.fetch_many([storage.join(images, n) for n in names if n is not None]))
+    blobs = [None if name is None else next(fetched) for name in names]
     films = []
     for (_, row), blob in zip(rows.iterrows(), blobs, strict=True):
         guessed = [

@@ -214,14 +214,12 @@ def write_bytes(url: str, data: bytes, create: bool = False) -> None:
     if isinstance(fs, LocalFileSystem):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        Path(temporary).write_bytes(data)
-        if create:
-            try:
-                os.link(temporary, path)
-            finally:
+        try:
+            Path(temporary).write_bytes(data)
+            (os.link if create else os.replace)(temporary, path)
+        finally:  # (renamed into place, or failed: either way nothing left under that name)
+            if os.path.lexists(temporary):
                 os.unlink(temporary)
-        else:
-            os.replace(temporary, path)
     else:
         mode = "create" if create else "overwrite"
         retrying("write", url, lambda: fs.pipe_file(path, data, mode=mode))

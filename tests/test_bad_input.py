@@ -107,20 +107,22 @@ UNSAFE_IDS += ["tt1\x00.jpg", "..\\x", "http://127.0.0.1/x", "~root"]
 BAD_POSTERS = [
     lambda jpeg: b"",  # zero bytes
     lambda jpeg: jpeg[: len(jpeg) // 2],  # truncated
-    lambda jpeg: image("RGB", (150, 300), "PNG"),  # PNG named .jpg
-    lambda jpeg: image("P", (150, 300), "GIF"),  # GIF named .jpg
+    lambda jpeg: image("RGB", (150, 300), "TIFF"),  # a format TensorFlow does not decode
     lambda jpeg: b"<html>not found</html>",  # an error page saved as the poster
 ]
 ODD_JPEGS = [
     lambda jpeg: image("L", (150, 300)),  # grayscale: decoded to RGB, kept
     lambda jpeg: image("CMYK", (150, 300)),  # CMYK: decoded to RGB, kept
     lambda jpeg: image("RGB", (1, 1)),  # 1x1: resized, kept
+    lambda jpeg: image("RGB", (150, 300), "PNG"),  # PNG named .jpg: decoded as a PNG, kept
+    lambda jpeg: image("P", (150, 300), "GIF"),  # GIF named .jpg: decoded as a GIF, kept
 ]
 
 
-def BOMB(jpeg: bytes) -> bytes:  # noqa: N802
-    """A valid 100-megapixel JPEG (1 MB): refused before decoding (limit 25 megapixels)."""
-    return image("L", (10_000, 10_000))
+def BOMB(jpeg: bytes, fmt: str = "JPEG") -> bytes:  # noqa: N802
+    """A valid 100-megapixel JPEG (1 MB; a PNG: 100 KB): refused before decoding (limit 25
+    megapixels)."""
+    return image("L", (10_000, 10_000), fmt)
 
 
 def missing_poster(case: Case) -> None:
@@ -158,7 +160,7 @@ def bad_csv(message: str, prefix: bool = False) -> Fails:
     return Fails(3, "{data}/" + CSV + ": " + message, prefix)
 
 
-NOT_JPEG = "poster not a readable JPEG"
+UNREADABLE = "unreadable poster"
 UNSAFE = "unsafe or empty Id"
 NO_TRAIN = "{data}: no train films left (0 usable films)"
 FORBIDDEN = "{output}: cannot write (write {output}/_LOCK: OSError: Forbidden: "
@@ -255,9 +257,9 @@ TABLE = [
     # posters
     ("missing poster", "cnn", missing_poster, Skips({"no poster": 1})),
     ("no posters at all", "cnn", lambda c: shutil.rmtree(c.root / "Images"), Fails(3, NO_TRAIN)),
-    ("unreadable posters", "cnn", posters(BAD_POSTERS), Skips({NOT_JPEG: len(BAD_POSTERS)})),
-    ("grayscale, CMYK, 1x1 JPEGs", "cnn", posters(ODD_JPEGS), Skips({})),
-    ("10000x10000 JPEG (bomb)", "cnn", posters([BOMB]), Skips({NOT_JPEG: 1})),
+    ("unreadable posters", "cnn", posters(BAD_POSTERS), Skips({UNREADABLE: len(BAD_POSTERS)})),
+    ("grayscale, CMYK, 1x1 JPEGs, PNG, GIF", "cnn", posters(ODD_JPEGS), Skips({})),
+    ("10000x10000 JPEG (bomb)", "cnn", posters([BOMB]), Skips({UNREADABLE: 1})),
     # where the data is and where the run goes
     (
         "data bucket does not exist",
@@ -322,14 +324,24 @@ def test_bad_input(case, model, breaks, expected, demo_dir, tmp_path, cli, reque
 POSTER_KINDS = [
     ("zero bytes", BAD_POSTERS[0], False),
     ("truncated", BAD_POSTERS[1], False),
-    ("PNG named .jpg", BAD_POSTERS[2], False),
-    ("GIF named .jpg", BAD_POSTERS[3], False),
-    ("HTML named .jpg", BAD_POSTERS[4], False),
+    ("TIFF named .jpg", BAD_POSTERS[2], False),
+    ("HTML named .jpg", BAD_POSTERS[3], False),
     ("grayscale", ODD_JPEGS[0], True),
     ("CMYK", ODD_JPEGS[1], True),
     ("1x1", ODD_JPEGS[2], True),
+    ("PNG named .jpg", ODD_JPEGS[3], True),
+    ("GIF named .jpg", ODD_JPEGS[4], True),
+    ("BMP", lambda jpeg: image("RGB", (150, 300), "BMP"), True),
+    ("WebP", lambda jpeg: image("RGB", (150, 300), "WEBP"), True),
+    ("grayscale PNG", lambda jpeg: image("L", (150, 300), "PNG"), True),
+    ("truncated PNG", lambda jpeg: image("RGB", (150, 300), "PNG")[:60], False),
     ("10000x10000", BOMB, False),
+    ("10000x10000 PNG", lambda jpeg: BOMB(jpeg, "PNG"), False),
+    ("6000x6000 GIF", lambda jpeg: image("P", (6000, 6000), "GIF"), False),
+    ("6000x6000 BMP", lambda jpeg: image("L", (6000, 6000), "BMP"), False),
+    ("6000x6000 WebP", lambda jpeg: image("L", (6000, 6000), "WEBP"), False),
     ("24 megapixels", lambda jpeg: image("L", (4000, 6000)), True),
+    ("24 megapixels PNG", lambda jpeg: image("L", (4000, 6000), "PNG"), True),
 ]
 
 

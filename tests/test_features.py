@@ -138,7 +138,7 @@ def test_read_posters_tells_a_missing_poster_from_a_corrupt_one(cache, demo_dir,
     kept, posters = read_posters(films, str(tmp_path / "data" / "Images"), 32, cache)
 
     assert kept.dropped["no poster"] == 1
-    assert kept.dropped["poster not a readable JPEG"] == 1
+    assert kept.dropped["unreadable poster"] == 1
     assert kept.ids == [i for i in films.ids if i not in (missing, corrupt)]
     assert len(posters) == len(films.ids) - 2
 

@@ -120,9 +120,8 @@ def test_bad_jobset_environment_is_a_usage_error(change, message):
 def test_jobset_environment_sets_tf_config_unless_already_set(monkeypatch):
     for key, value in JOBSET_ENV.items():
         monkeypatch.setenv(key, value)
-    # Empty, not deleted: monkeypatch records no absent variable it deletes, and the
-    # TF_CONFIG the job sets here would outlive the test (later in-process runs then
-    # start MultiWorkerMirroredStrategy).
+    # Empty counts as unset; unlike delenv of an absent variable, monkeypatch then also
+    # removes the TF_CONFIG the function exports (it would reach later tests' subprocesses).
     monkeypatch.setenv("TF_CONFIG", "")
     multiworker.set_tf_config_from_jobset()
     assert json.loads(os.environ["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
@@ -133,6 +132,10 @@ def test_jobset_environment_sets_tf_config_unless_already_set(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", own)
     multiworker.set_tf_config_from_jobset()
     assert os.environ["TF_CONFIG"] == own and multiworker.is_chief()
+
+
+def test_no_tf_config_leaks_out_of_the_test_above():
+    assert "TF_CONFIG" not in os.environ
 
 
 # --- a SIGTERM to one worker stops both after the same step ---------------------------

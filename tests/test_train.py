@@ -97,7 +97,8 @@ def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
     result = cli("predict", "--model-dir", output, "--data", data, "--output", predicted)
 
     assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith(f"{config['run']['films_used']} predictions: {predicted}")
+    films = config["run"]["films_used"]
+    assert result.output.strip().endswith(f"{films} predictions ({films} ok): {predicted}")
     assert_export_reproduces_run(output, predicted, config["run"]["films_used"])
 
 
