@@ -100,6 +100,7 @@ def read_predictions(url: str) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(storage.read_bytes(url)), dtype={"Id": str, "status": str})
 
 
+@pytest.mark.slow  # uses the trained run
 def test_train_reads_posters_whatever_their_name_and_format(films, trained):
     """Posters named .JPG, .jpeg, .png, .PNG, and a PNG named .jpg, train like JPEGs; the
     missing, the unreadable and the bomb are counted, logged and dropped."""
@@ -151,6 +152,7 @@ def where(kind: str, films, request) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("kind", ["local", "memory", "gcs"])
+@pytest.mark.slow  # uses the trained run
 def test_predict_writes_one_row_per_film_with_its_status(kind, films, trained, request):
     data, ids = films
     data_url, output = where(kind, films, request)
@@ -177,6 +179,7 @@ def test_predict_writes_one_row_per_film_with_its_status(kind, films, trained, r
     assert ((probs[~unscored] >= 0) & (probs[~unscored] <= 1)).all().all()
 
 
+@pytest.mark.slow  # uses the trained run
 def test_require_all_refuses_unscored_films_and_writes_nothing(films, trained, tmp_path):
     data, ids = films
     output = tmp_path / "p.csv"
@@ -199,6 +202,7 @@ def test_require_all_refuses_unscored_films_and_writes_nothing(films, trained, t
     assert result.output.splitlines()[-1] == f"5 predictions (5 ok): {output}"
 
 
+@pytest.mark.slow  # uses the trained run
 def test_ids_with_spaces_and_from_a_file(films, trained, tmp_path, bucket):
     data, ids = films
     wanted = [ids[12], ids[10], ids[NO_POSTER], ids[11]]
@@ -222,6 +226,7 @@ def test_ids_with_spaces_and_from_a_file(films, trained, tmp_path, bucket):
                                             for i in in_order]  # fmt: skip
 
 
+@pytest.mark.slow  # uses the trained run
 def test_unknown_or_no_ids_are_refused(films, trained, tmp_path):
     data, ids = films
     output = tmp_path / "p.csv"
@@ -260,6 +265,7 @@ def write_catalogue(data: Path, name: str, frame: pd.DataFrame) -> str:
     return name
 
 
+@pytest.mark.slow  # uses the trained run
 def test_labels_are_optional_and_odd_genre_columns_are_named(films, trained, tmp_path):
     data, ids = films
     genres = json.loads((trained[0] / "config.json").read_text())["run"]["genres"]
@@ -304,6 +310,7 @@ FOLDER = (
 )
 
 
+@pytest.mark.slow  # uses the trained run
 def test_output_naming_a_folder_is_refused_leaving_nothing(films, trained, tmp_path, bucket):
     data, _ = films
     folder = tmp_path / "out"
@@ -329,6 +336,7 @@ def test_a_failed_local_write_leaves_no_temporary_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
+@pytest.mark.slow  # uses the trained run
 def test_sharded_predictions_merge_with_their_status(films, trained, tmp_path):
     data, _ = films
     single = tmp_path / "single.csv"
