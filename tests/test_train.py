@@ -3,7 +3,6 @@ and a local folder; outputs checked where they land."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -12,66 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import LSTM_FAST, ROOT, copy_tree
+from runcheck import check_run, read_csv
 
 from job import storage
-
-RUN_FILES = [
-    "config.json",
-    "history.csv",
-    "model.keras",
-    "thresholds.json",
-    "metrics.json",
-    "predictions.csv",
-    "_SUCCESS",
-    "checkpoints/best.weights.h5",
-    "checkpoints/last.weights.h5",
-    "backup/latest.weights.h5",
-    "backup/training_metadata.json",
-]
 
 
 def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
     fast = LSTM_FAST if model in ("lstm", "fusion") else []
     return ["train", "--model", model, "--data", data, "--output", output, *fast, *extra]
-
-
-def read_csv(url: str) -> pd.DataFrame:
-    return pd.read_csv(
-        io.BytesIO(storage.read_bytes(url)), keep_default_na=False, dtype={"Id": str}
-    )
-
-
-def check_run(output: str, model: str, epochs: int) -> dict:
-    """Every promised output exists under `output` and parses; returns config.json."""
-    files = storage.list_files(output)
-    missing = [f for f in RUN_FILES if f not in files]
-    assert not missing, f"missing outputs: {missing}"
-    for side in ("train", "validation"):
-        assert any(f.startswith(f"tensorboard/{side}/events.out.tfevents") for f in files)
-    config = json.loads(storage.read_bytes(storage.join(output, "config.json")))
-    assert config["model"] == model
-    assert set(config["run"]["versions"]) >= {"tensorflow", "keras", "genre_job"}
-    genres = config["run"]["genres"]
-    history = read_csv(storage.join(output, "history.csv"))
-    assert history["epoch"].tolist() == list(range(epochs))
-    assert {"loss", "val_loss", "precision", "recall", "learning_rate"} <= set(history.columns)
-    predictions = read_csv(storage.join(output, "predictions.csv"))
-    assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
-    assert predictions.columns.tolist() == [
-        "Id",
-        "predicted_genres",
-        "true_genres",
-        *[f"prob_{g}" for g in genres],
-    ]
-    probs = predictions[[f"prob_{g}" for g in genres]].to_numpy()
-    assert ((probs >= 0) & (probs <= 1)).all()
-    metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
-    for key in ("tuned_thresholds", "threshold_0.5"):
-        assert {"micro_f1", "macro_f1", "samples_f1", "mAP", "per_genre"} <= set(metrics[key])
-        assert set(metrics[key]["per_genre"]) == set(genres)
-    thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
-    assert list(thresholds) == genres
-    return config
 
 
 @pytest.mark.parametrize("model", ["cnn", "lstm"])

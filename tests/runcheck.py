@@ -1,0 +1,166 @@
+"""The shared checker of a finished run: every promised output exists and parses, and its
+values agree with an independent source (the CSV itself, the split rule written out here,
+scikit-learn's scores), not with the job's own figures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, f1_score
+
+from job import storage
+
+RUN_FILES = [
+    "config.json",
+    "history.csv",
+    "model.keras",
+    "thresholds.json",
+    "metrics.json",
+    "predictions.csv",
+    "_SUCCESS",
+    "checkpoints/best.weights.h5",
+    "checkpoints/last.weights.h5",
+    "backup/latest.weights.h5",
+    "backup/training_metadata.json",
+]
+
+
+def read_csv(url: str) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(storage.read_bytes(url)), keep_default_na=False, dtype={"Id": str}
+    )
+
+
+def split_by_hash(film_id: str, seed: int, validation: float, evaluation: float) -> str:
+    """The README's split rule: the first 8 bytes of sha256("seed:Id") as a fraction of 2**64."""
+    digest = hashlib.sha256(f"{seed}:{film_id}".encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    if fraction >= 1 - evaluation:
+        return "evaluation"
+    return "validation" if fraction >= 1 - validation - evaluation else "train"
+
+
+def catalogue_truth(config: dict) -> pd.DataFrame:
+    """The run's CSV as pandas reads it: Id, true_genres (in the run's genre order), split."""
+    csv = read_csv(storage.join(config["data"], config["csv"]))
+    genres = config["run"]["genres"]
+    ids = csv["Id"].str.strip()
+    return pd.DataFrame(
+        {
+            "Id": ids,
+            "true_genres": [
+                "|".join(g for g in genres if str(row[g]).strip() == "1")
+                for _, row in csv.iterrows()
+            ],
+            "split": [
+                split_by_hash(
+                    i, config["seed"], config["validation_fraction"], config["evaluation_fraction"]
+                )
+                for i in ids
+            ],
+        }
+    )
+
+
+def genre_matrix(column: pd.Series, genres: list[str]) -> np.ndarray:
+    """'A|B' strings as a (films, genres) 0/1 matrix."""
+    sets = [set(value.split("|")) if value else set() for value in column]
+    return np.array([[g in s for g in genres] for s in sets], dtype=int).reshape(-1, len(genres))
+
+
+def check_scores(scores: dict, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray) -> None:
+    """metrics.json's figures against scikit-learn's on the same films."""
+    has_positives = y_true.sum(0) > 0
+    expected = {
+        "films": len(y_true),
+        "micro_f1": f1_score(y_true, y_pred, average="micro", zero_division=0),
+        "macro_f1": f1_score(
+            y_true[:, has_positives], y_pred[:, has_positives], average="macro", zero_division=0
+        ),
+        "samples_f1": f1_score(y_true, y_pred, average="samples", zero_division=0),
+        # (predictions.csv rounds probabilities to 6 decimals: ties may order differently)
+        "mAP": np.mean(
+            [
+                average_precision_score(y_true[:, g], probs[:, g])
+                for g in np.flatnonzero(has_positives)
+            ]
+        ),
+    }
+    for key, value in expected.items():
+        tolerance = 2e-3 if key == "mAP" else 1e-9
+        assert abs(scores[key] - value) <= tolerance, (key, scores[key], value)
+
+
+def check_values(output: str, config: dict) -> None:
+    genres = config["run"]["genres"]
+    predictions = read_csv(storage.join(output, "predictions.csv"))
+    thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
+    probs = predictions[[f"prob_{g}" for g in genres]].to_numpy()
+    # predicted_genres: exactly the genres at or above their own threshold.
+    limits = np.array([thresholds[g] for g in genres])
+    expected = [
+        "|".join(g for g, hit in zip(genres, row, strict=True) if hit) for row in probs >= limits
+    ]
+    assert predictions["predicted_genres"].tolist() == expected
+    # The evaluation films are the CSV's films the split rule puts there, in CSV order,
+    # with their genres as the CSV has them.
+    truth = catalogue_truth(config)
+    evaluation = truth[truth["split"] == "evaluation"]
+    if not any(config["run"]["films_dropped"].values()):
+        assert predictions["Id"].tolist() == evaluation["Id"].tolist()
+    else:
+        assert set(predictions["Id"]) <= set(evaluation["Id"])
+    true_genres = evaluation.set_index("Id").loc[predictions["Id"], "true_genres"]
+    assert predictions["true_genres"].tolist() == true_genres.tolist()
+    # metrics.json agrees with predictions.csv.
+    metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
+    y_true = genre_matrix(predictions["true_genres"], genres)
+    assert metrics["evaluation_films"] == len(predictions)
+    check_scores(
+        metrics["tuned_thresholds"],
+        y_true,
+        genre_matrix(predictions["predicted_genres"], genres),
+        probs,
+    )
+    check_scores(metrics["threshold_0.5"], y_true, (probs >= 0.5).astype(int), probs)
+    for g, genre in enumerate(genres):
+        assert metrics["tuned_thresholds"]["per_genre"][genre]["support"] == y_true[:, g].sum()
+
+
+def check_run(output: str, model: str, epochs: int) -> dict:
+    """Every promised output exists under `output`, parses, and holds the right values;
+    returns config.json."""
+    files = storage.list_files(output)
+    missing = [f for f in RUN_FILES if f not in files]
+    assert not missing, f"missing outputs: {missing}"
+    for side in ("train", "validation"):
+        assert any(f.startswith(f"tensorboard/{side}/events.out.tfevents") for f in files)
+    config = json.loads(storage.read_bytes(storage.join(output, "config.json")))
+    assert config["model"] == model
+    assert set(config["run"]["versions"]) >= {"tensorflow", "keras", "genre_job"}
+    genres = config["run"]["genres"]
+    history = read_csv(storage.join(output, "history.csv"))
+    assert history["epoch"].tolist() == list(range(epochs))
+    assert {"loss", "val_loss", "precision", "recall", "learning_rate"} <= set(history.columns)
+    predictions = read_csv(storage.join(output, "predictions.csv"))
+    assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
+    assert predictions.columns.tolist() == [
+        "Id",
+        "predicted_genres",
+        "true_genres",
+        *[f"prob_{g}" for g in genres],
+    ]
+    probs = predictions[[f"prob_{g}" for g in genres]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
+    for key in ("tuned_thresholds", "threshold_0.5"):
+        assert {"micro_f1", "macro_f1", "samples_f1", "mAP", "per_genre"} <= set(metrics[key])
+        assert set(metrics[key]["per_genre"]) == set(genres)
+    thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
+    assert list(thresholds) == genres
+    check_values(output, config)
+    return config
