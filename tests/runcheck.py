@@ -164,3 +164,26 @@ def check_run(output: str, model: str, epochs: int) -> dict:
     assert list(thresholds) == genres
     check_values(output, config)
     return config
+
+
+def validation_loss(output: str, predicted: str) -> float:
+    """Binary cross-entropy of the exported model's probabilities (`predict`'s CSV of every
+    film) on the validation films (split by the README's rule, labels from the CSV), as
+    Keras averages it."""
+    config = json.loads(storage.read_bytes(storage.join(output, "config.json")))
+    truth = catalogue_truth(config).set_index("Id")
+    validation = truth.index[truth["split"] == "validation"]
+    genres = config["run"]["genres"]
+    frame = read_csv(predicted).set_index("Id").loc[validation]
+    y = genre_matrix(truth.loc[validation, "true_genres"], genres)
+    p = np.clip(frame[[f"prob_{g}" for g in genres]].to_numpy(), 1e-7, 1 - 1e-7)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def assert_exports_the_best_epoch(output: str, predicted: str) -> None:
+    """The exported model is the epoch with the lowest val_loss in history.csv, not the last."""
+    losses = read_csv(storage.join(output, "history.csv"))["val_loss"].to_numpy()
+    # (runs are set so that the last epoch is not the best: else this shows nothing)
+    assert losses[-1] - losses.min() > 1e-3, losses
+    loss = validation_loss(output, predicted)
+    assert abs(loss - losses.min()) < 2e-4, (loss, losses)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, scaled
 
 TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "lstm_tuned")
 
@@ -88,7 +88,7 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
     assert result.returncode == 0, result.stderr[-2000:]

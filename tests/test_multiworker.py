@@ -10,7 +10,7 @@ import socket
 import subprocess
 
 import pandas as pd
-from conftest import ROOT, train_command
+from conftest import ROOT, scaled, train_command
 
 
 def free_ports(count: int) -> list[int]:
@@ -42,7 +42,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
                 text=True,
             )
         )
-    logs = [process.communicate(timeout=600)[0] for process in processes]
+    logs = [process.communicate(timeout=scaled(600))[0] for process in processes]
 
     assert [p.returncode for p in processes] == [0, 0], "\n".join(logs)
     assert "MultiWorkerMirroredStrategy with 2 replicas" in logs[0], logs[0]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import LSTM_FAST, ROOT, copy_tree
+from conftest import LSTM_FAST, ROOT, copy_tree, scaled
 from PIL import Image
 
 from job import storage
@@ -150,7 +150,7 @@ def test_baseline_scripts_print_their_scores(script, demo_dir):
         [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         cwd=ROOT,
     )
 

@@ -17,7 +17,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import ROOT, copy_tree
+from conftest import ROOT, copy_tree, scaled
 from faultproxy import FaultProxy
 
 from job import storage
@@ -41,7 +41,7 @@ def run_job(data: str, output: str, host: str, epochs: int, **env: str):
         **env,
     }
     return subprocess.run(
-        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=scaled(600)
     )
 
 

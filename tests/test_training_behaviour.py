@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import LSTM_FAST
-from runcheck import catalogue_truth, genre_matrix, read_csv
+from runcheck import assert_exports_the_best_epoch, catalogue_truth, read_csv
 
 from job.cli import main
 from job.embeddings import lsa_vectors
@@ -44,26 +44,6 @@ def runs(demo_dir, tmp_path_factory) -> dict:
         invoke("predict", "--model-dir", output, "--data", demo_dir, "--output", predicted)
         found[name] = (str(output), str(predicted))
     return found
-
-
-def validation_loss(output: str, predicted: str) -> float:
-    """Binary cross-entropy of the exported model's probabilities on the validation films
-    (split by the README's rule, labels from the CSV), as Keras averages it."""
-    config = pd.read_json(f"{output}/config.json", typ="series")
-    truth = catalogue_truth(config)
-    validation = truth.loc[truth["split"] == "validation", "Id"]
-    frame = read_csv(predicted).set_index("Id").loc[validation]
-    genres = config["run"]["genres"]
-    y = genre_matrix(truth.set_index("Id").loc[validation, "true_genres"], genres)
-    p = np.clip(frame[[f"prob_{g}" for g in genres]].to_numpy(), 1e-7, 1 - 1e-7)
-    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
-
-
-def assert_exports_the_best_epoch(output: str, predicted: str) -> None:
-    losses = read_csv(f"{output}/history.csv")["val_loss"].to_numpy()
-    # (the runs are set so that the last epoch is not the best: else this shows nothing)
-    assert losses[-1] - losses.min() > 1e-3, losses
-    assert validation_loss(output, predicted) == pytest.approx(losses.min(), abs=2e-4)
 
 
 def test_without_early_stopping_every_epoch_runs_and_the_best_is_exported(runs):
