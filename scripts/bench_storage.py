@@ -27,9 +27,10 @@ from job import fetching, jpegs, prepared, storage
 from job.catalogue import read_catalogue
 
 CSV = "IMDB_overview_genres.csv"
-ROUNDS = 3  # the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
+# the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
+ROUNDS = benchlib.rounds(3)
 # The isolated figures: the median of 5 runs each (their ratios swung 0.85-0.93 over 3).
-ISOLATED_ROUNDS = 5
+ISOLATED_ROUNDS = benchlib.rounds(5)
 
 
 def posters_per_s(data: str) -> tuple[float, int, float]:

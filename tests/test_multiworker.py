@@ -11,6 +11,7 @@ import subprocess
 
 import pandas as pd
 from conftest import ROOT, scaled, train_command
+from runcheck import check_values
 
 
 def free_ports(count: int) -> list[int]:
@@ -55,8 +56,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     assert (output / "_SUCCESS").exists() and (output / "model.keras").exists()
     for side in ("train", "validation"):
         assert list((output / "tensorboard" / side).glob("events.out.tfevents*"))
-    predictions = pd.read_csv(output / "predictions.csv")
-    assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
+    check_values(str(output), config)  # predictions, genres, scores: against the CSV
     assert f"worker done; the chief writes the outputs to {output}" in logs[1]
     # The worker's scratch folder (its own copies) and both stagings were removed.
     assert not list(tmp_path.glob("genre-job-*"))

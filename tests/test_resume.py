@@ -83,6 +83,7 @@ def where(request, tmp_path, demo_dir) -> tuple[str, str]:
     return f"{root}/data", f"{root}/run"
 
 
+@pytest.mark.slow
 def test_sigterm_then_rerun_resumes_and_exports_the_best_epoch(where, cli):
     data, output = where
 

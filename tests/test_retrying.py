@@ -4,11 +4,10 @@ gives up on reaches the job's layer, which retries the whole operation."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import types
 
+import fastbackoff
 import gcsfs
 import gcsfs.retry
 import pytest
@@ -23,10 +22,8 @@ GCSFS_TRIES = 6  # gcsfs.retry.retry_request's tries per request
 def proxied(gcs_server, bucket, monkeypatch):
     """A FaultProxy in front of the test server as the job's endpoint, with gcsfs's
     back-off 100x shorter (its 1-16 s sleeps between tries only make the test wait)."""
-    real_sleep = asyncio.sleep
-    monkeypatch.setattr(
-        gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=lambda s: real_sleep(s / 100))
-    )
+    monkeypatch.setattr(gcsfs.retry, "asyncio", gcsfs.retry.asyncio)  # put back after
+    fastbackoff.install()
     monkeypatch.setattr(storage, "FIRST_DELAY_S", 0.05)
     with FaultProxy(gcs_server) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)

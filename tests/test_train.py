@@ -4,6 +4,7 @@ and a local folder; outputs checked where they land."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from conftest import LSTM_FAST, ROOT, copy_tree, scaled
 from runcheck import check_run, read_csv
 
 from job import storage
+from job.cli import main
 
 
 def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
@@ -85,10 +88,19 @@ def test_train_on_memory_and_local_folders(where, model, demo_dir, tmp_path, cli
     check_run(output, model, epochs=1)
 
 
-def test_predict_ids_and_unlabelled_data(demo_dir, tmp_path, cli):
-    data, output = str(tmp_path / "data"), str(tmp_path / "run")
-    copy_tree(demo_dir, data)
-    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+@pytest.fixture(scope="module")
+def cnn_run(demo_dir, tmp_path_factory) -> tuple[str, Path]:
+    """(data, run): one 1-epoch cnn run on the demo films for the predict tests (read-only:
+    a test that changes it works on a copy)."""
+    output = tmp_path_factory.mktemp("cnn") / "run"
+    args = train_args("cnn", str(demo_dir), str(output), "--epochs", "1")
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return str(demo_dir), output
+
+
+def test_predict_ids_and_unlabelled_data(cnn_run, demo_dir, tmp_path, cli):
+    _, output = cnn_run
     catalogue = pd.read_csv(demo_dir / "IMDB_overview_genres.csv", dtype=str)
     unlabelled = tmp_path / "new"
     copy_tree(demo_dir / "Images", str(unlabelled / "Images"))
@@ -113,7 +125,7 @@ def test_predict_ids_and_unlabelled_data(demo_dir, tmp_path, cli):
     assert "true_genres" not in predictions.columns
 
 
-def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
+def test_predict_decodes_posters_as_the_run_recorded(cnn_run, tmp_path, cli):
     """config.json records how the run decoded posters; predict decodes them the same way,
     full-size for runs from before that was recorded, and refuses a way it does not know."""
     import keras
@@ -121,9 +133,8 @@ def test_predict_decodes_posters_as_the_run_recorded(demo_dir, tmp_path, cli):
     from job.catalogue import read_catalogue
     from job.jpegs import read_posters
 
-    data, output = str(tmp_path / "data"), str(tmp_path / "run")
-    copy_tree(demo_dir, data)
-    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+    data, output = cnn_run[0], str(tmp_path / "run")
+    shutil.copytree(cnn_run[1], output)  # its config.json is rewritten below
     config_path = tmp_path / "run" / "config.json"
     config = json.loads(config_path.read_text())
     assert config["poster_decoding"] == "scaled_area"
@@ -172,10 +183,8 @@ def test_predict_from_a_folder_that_is_not_a_finished_run(demo_dir, tmp_path, bu
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_sharded_predict_merges_to_single_predict(demo_dir, tmp_path, cli):
-    data, output = str(tmp_path / "data"), str(tmp_path / "run")
-    copy_tree(demo_dir, data)
-    assert cli(*train_args("cnn", data, output, "--epochs", "1")).exit_code == 0
+def test_sharded_predict_merges_to_single_predict(cnn_run, tmp_path, cli):
+    data, output = cnn_run
     single = tmp_path / "single.csv"
     assert cli("predict", "--model-dir", output, "--data", data, "--output", single).exit_code == 0
     # Three pods of an Indexed Job: three processes at once, one shard each.
@@ -308,8 +317,8 @@ def test_gpu_options_on_the_cpu(model, flags, policy, demo_dir, tmp_path, cli):
     """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
     XLA; unset, mixed precision is on for the cnn where the CPU has bfloat16 units."""
     if policy == "auto":  # bfloat16 units: AVX512-BF16 or AMX, as the kernel lists them
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-        policy = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+        cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
+        policy = "mixed_bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16"} else "float32"
     output = tmp_path / "run"
 
     result = cli(*train_args(model, str(demo_dir), str(output), "--epochs", "1", *flags))
