@@ -26,7 +26,6 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
-CACHES = ("auto", "memory", "disk", "none")
 TF_ALIGNMENT = 64  # bytes: where TensorFlow's CPU tensors start (Eigen's maximum alignment)
 # --cache auto keeps decoded posters in RAM while they take at most this share of the
 # memory available: the rest is for TensorFlow, the model and the batches in flight.

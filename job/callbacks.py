@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, SIGTERM."""
+"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import keras
 
+from job import lock
 from job.errors import TrainingInterrupted
 from job.storage import Mirror
 
@@ -52,6 +53,13 @@ class EpochLog(keras.callbacks.Callback):
         )
 
 
+class History(keras.callbacks.CSVLogger):
+    """history.csv with epochs numbered from 1, as the log lines number them."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class SyncToBucket(keras.callbacks.Callback):
     """Uploads the staging folder's new files at each epoch end and at the end of training.
 
@@ -63,6 +71,7 @@ class SyncToBucket(keras.callbacks.Callback):
         self.mirror = mirror
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        lock.check_held()  # a job that lost its lease writes nothing more
         self.mirror.sync()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -70,25 +79,39 @@ class SyncToBucket(keras.callbacks.Callback):
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """On SIGTERM, stop after the current step without ending the epoch.
+    """On SIGTERM or SIGINT (Ctrl-C), stop after the current step without ending the epoch.
 
     Raising (rather than setting `stop_training`) keeps Keras from running the epoch-end
-    callbacks, which would record the unfinished epoch as done in the backup.
+    callbacks, which would record the unfinished epoch as done in the backup. A second
+    signal gets the handler that was there before (Ctrl-C twice: stop at once). `restore`
+    puts the previous handlers back (after training: a signal must not be swallowed).
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+    def __init__(self, epochs: int, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         super().__init__()
+        self.epochs = epochs
+        self.done = 0  # epochs finished
         self.received: int | None = None
-        for number in signals:
-            signal.signal(number, self._receive)
+        self._previous = {number: signal.signal(number, self._receive) for number in signals}
 
     def _receive(self, number: int, _frame: object) -> None:
-        log.warning("received signal %d: stopping after the current step", number)
+        log.warning("received %s: stopping after the current step", signal.Signals(number).name)
         self.received = number
+        signal.signal(number, self._previous[number])
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            if signal.getsignal(number) == self._receive:
+                signal.signal(number, handler)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.done = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        lock.check_held()  # another job took the output over: stop before writing more
         if self.received is not None:
             raise TrainingInterrupted(
-                f"stopped by signal {self.received} in the middle of an epoch",
-                "rerun the same command to resume from the last finished epoch",
+                f"stopped after epoch {self.done} of {self.epochs};"
+                " rerun the same command to resume",
+                exit_code=128 + self.received,
             )

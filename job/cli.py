@@ -6,14 +6,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import tempfile
 
 import click
 
-from job import logs
-from job.cache import CACHES
-from job.config import CSV_NAME, IMAGES_NAME, env_default
-from job.errors import GenreJobError
+from job import logs, tfstart
+from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
+from job.errors import GenreJobError, TrainingInterrupted
 
 
 class JobFailed(click.ClickException):
@@ -30,6 +30,13 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as error:  # SIGTERM / Ctrl-C: not a failure, one line
+            hint = f" ({error.hint})" if error.hint else ""
+            click.echo(logs.redact(f"{error}{hint}"), err=True)
+            raise click.exceptions.Exit(error.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside the training steps
+            click.echo("interrupted; rerun the same command to resume", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         except GenreJobError as error:
             if os.environ.get("GENRE_JOB_DEBUG"):
                 raise
@@ -252,10 +259,16 @@ def rate(name: str, text: str):
 def train(**options) -> None:
     """Train a model; writes checkpoints, logs, model, metrics and predictions to --output."""
     from job.config import TrainConfig
-    from job.training import train as run_training
+    from job.runfolder import overlap
 
     options["csv"] = options.pop("csv_name")
+    how = overlap(options["data"], options["output"])
+    if how:  # the run would be written into the dataset, or the dataset pulled into staging
+        raise click.BadParameter(f"{options['output']} {how}", param_hint="--output")
     config = TrainConfig(**options)
+    tfstart.load()  # after the checks above: they answer without TensorFlow
+    from job.training import train as run_training
+
     scores = run_training(config)
     if scores is None:  # a multi-worker job's non-chief worker: the chief writes the run
         click.echo(f"worker finished; outputs: {config.output}")
@@ -296,6 +309,7 @@ def predict(
     shard_count: int,
 ) -> None:
     """Predict genres for the films of --data with a finished run's model."""
+    tfstart.load()
     from job.prediction import predict as run_prediction
 
     if shard_index >= shard_count:
@@ -331,6 +345,7 @@ def merge_predictions(parts: str, output: str) -> None:
 @reports_errors
 def prepare(data: str, csv_name: str, images: str, output: str, image_size: int) -> None:
     """Write the dataset as TFRecord shards with posters decoded (train --data reads it)."""
+    tfstart.load()
     from job.prepared import write_prepared
 
     manifest = write_prepared(data, output, csv_name, images, image_size)
@@ -370,6 +385,7 @@ def compare(runs: tuple[str, ...]) -> None:
 @reports_errors
 def demo_data(output: str, films: int, seed: int) -> None:
     """Generate a small synthetic dataset in the real dataset's format."""
+    tfstart.load()  # posters are encoded with TensorFlow
     from job.demo import write_demo_data
 
     click.echo(f"{write_demo_data(output, films, seed)} films: {output}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 MODELS = ("cnn", "lstm", "fusion")
 CSV_NAME = "IMDB_overview_genres.csv"
 IMAGES_NAME = "Images"
+CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/cache.py)
 
 
 # The course notebook's training settings (issue #2), used by `--recipe seed`.

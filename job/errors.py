@@ -13,6 +13,12 @@ class GenreJobError(Exception):
         self.hint = hint
 
 
+class SetupError(GenreJobError):
+    """The job's environment is wrong (e.g. an incomplete JobSet environment): a usage error."""
+
+    exit_code = 2
+
+
 class InputError(GenreJobError):
     """The data is unusable: retrying the same command cannot help (Kubernetes fails the Job)."""
 
@@ -26,6 +32,11 @@ class OutputError(GenreJobError):
 
 
 class TrainingInterrupted(GenreJobError):
-    """SIGTERM (node drain, preemption): state is in the bucket, a rerun resumes."""
+    """SIGTERM (node drain, preemption) or SIGINT (Ctrl-C): the last finished epoch's state
+    is in the bucket, a rerun resumes. The message is the whole line the CLI prints."""
 
-    exit_code = 143  # 128 + SIGTERM: Jobs and TFJobs (restartPolicy ExitCode) retry it
+    exit_code = 143  # 128 + SIGTERM: the Jobs retry it, the JobSet restarts its pods
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 143) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code  # 128 + the signal: 143 SIGTERM, 130 SIGINT

@@ -19,22 +19,9 @@ from job.errors import OutputError
 from job.lock import LOCK_NAME
 from job.models import build_for, inference_model, poster_input
 from job.prediction import predictions_frame
+from job.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
-
-SUCCESS = "_SUCCESS"
-
-
-def refuse_finished_run(output: str, overwrite: bool) -> None:
-    """Never overwrite a finished run unless asked (checked before the lock is taken)."""
-    try:
-        finished = storage.exists(storage.join(output, SUCCESS))
-    except PermissionError as error:
-        raise OutputError(f"{output}: cannot read the output location ({error})") from None
-    if finished and not overwrite:
-        raise OutputError(
-            f"{output} already holds a finished run", "choose another --output or pass --overwrite"
-        )
 
 
 def clear_output(output: str) -> None:

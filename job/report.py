@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -150,9 +151,10 @@ def _lines(film: Film) -> list[tuple[str, str, str]]:
     ]
 
 
-def examples_png(films: list[Film]) -> bytes:
+def examples_figure(films: list[Film]) -> Figure:
     rows = max(1, math.ceil(len(films) / COLUMNS))
-    figure = Figure(figsize=(5.2 * COLUMNS, 3.4 * rows))
+    height = 3.4 * rows
+    figure = Figure(figsize=(5.2 * COLUMNS, height))
     grid = figure.add_gridspec(rows, 2 * COLUMNS, width_ratios=[0.75, 1.9] * COLUMNS)
     for index, film in enumerate(films):
         row, column = divmod(index, COLUMNS)
@@ -169,9 +171,16 @@ def examples_png(films: list[Film]) -> bytes:
                 0.02, 1 - line * 0.05, words, color=colour, fontweight=weight,
                 fontsize=8, va="top", transform=text.transAxes, parse_math=False,
             )  # fmt: skip
-    figure.suptitle("Evaluation films: true and predicted genres", fontsize=12)
-    figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.4 / (3.4 * rows), bottom=0.02)
-    return _png(figure)
+    # Title and margin in inches, so the title clears the first row at any number of rows.
+    figure.suptitle(
+        "Evaluation films: true and predicted genres", fontsize=12, y=1 - 0.12 / height, va="top"
+    )
+    figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.5 / height, bottom=0.02)
+    return figure
+
+
+def examples_png(films: list[Film]) -> bytes:
+    return _png(examples_figure(films))
 
 
 def examples_html(films: list[Film], run_url: str) -> str:
@@ -208,7 +217,10 @@ def examples_html(films: list[Film], run_url: str) -> str:
 
 def training_png(history: pd.DataFrame) -> bytes:
     figure = Figure(figsize=(15, 4.2))
-    epochs = history["epoch"] + 1 if "epoch" in history else pd.Series(range(1, len(history) + 1))
+    if "epoch" in history:  # 1-based; runs from before numbered them from 0
+        epochs = history["epoch"] + (1 if history["epoch"].min() == 0 else 0)
+    else:
+        epochs = pd.Series(range(1, len(history) + 1))
     for index, name in enumerate(("loss", "precision", "recall")):
         axes = figure.add_subplot(1, 3, index + 1)
         for column, label in ((name, "train"), (f"val_{name}", "validation")):
@@ -222,7 +234,7 @@ def training_png(history: pd.DataFrame) -> bytes:
     return _png(figure)
 
 
-def per_genre_png(metrics: dict) -> bytes:
+def per_genre_figure(metrics: dict) -> Figure:
     tuned = metrics["tuned_thresholds"]
     per_genre = tuned["per_genre"]
     genres = list(per_genre)
@@ -231,21 +243,28 @@ def per_genre_png(metrics: dict) -> bytes:
     axes = figure.add_subplot(1, 1, 1)
     positions = np.arange(len(genres))
     axes.barh(positions, f1, color=["#1f77b4" if s else "#bbbbbb" for s in support])
+    # Each figure just past its bar's end; the x axis runs past 1 so an F1 of 1 has room.
     for position, value, count in zip(positions, f1, support, strict=True):
-        axes.text(
-            min(value, 0.85) + 0.01, position, f"{value:.2f}  n={count}", va="center", fontsize=8
-        )
-    axes.axvline(tuned["micro_f1"], color="black", linestyle="--", linewidth=1, label="micro-F1")
+        axes.text(value + 0.01, position, f"{value:.2f}  n={count}", va="center", fontsize=8)
+    # The micro-F1 line is named in the title, not a legend that would cover bars.
+    axes.axvline(tuned["micro_f1"], color="black", linestyle="--", linewidth=1)
     axes.set_yticks(positions, genres, fontsize=8)
     axes.invert_yaxis()
     axes.set(
-        xlim=(0, 1),
+        xlim=(0, 1.2),
+        xticks=np.linspace(0, 1, 6),
         xlabel="F1 on the evaluation films (tuned thresholds); n = films with the genre",
-        title=f"F1 per genre (macro-F1 {tuned['macro_f1']:.3f}; grey: no positives)",
+        title=(
+            f"F1 per genre: macro-F1 {tuned['macro_f1']:.3f}, dashed line micro-F1"
+            f" {tuned['micro_f1']:.3f}; grey: no positives"
+        ),
     )
-    axes.legend(loc="lower right")
     figure.tight_layout()
-    return _png(figure)
+    return figure
+
+
+def per_genre_png(metrics: dict) -> bytes:
+    return _png(per_genre_figure(metrics))
 
 
 def write_report(
@@ -272,6 +291,23 @@ def write_report(
     return [storage.join(run_url, name) for name in outputs]
 
 
+# A run's setting is its config less the seed and where and how it ran: runs that differ
+# only in these are repeats of one setting, and compare shows their mean and spread.
+NOT_SETTINGS = frozenset(
+    {"seed", "output", "checkpoint_dir", "tensorboard_dir", "run", "overwrite", "cache",
+     "cache_dir", "cpu_replicas"}
+)  # fmt: skip
+SPREAD_SCORES = ("micro_f1", "macro_f1", "mAP")
+
+
+def setting_of(config: dict) -> str:
+    """`model/recipe` and a digest of the other settings: equal for runs that differ only
+    in their seed."""
+    settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{config.get('model')}/{config.get('recipe')}#{digest}"
+
+
 def compare_runs(run_urls: list[str]) -> pd.DataFrame:
     """One row per run: its scores on the evaluation films (tuned thresholds unless said)."""
     rows = []
@@ -280,18 +316,46 @@ def compare_runs(run_urls: list[str]) -> pd.DataFrame:
         metrics = _read_json(storage.join(run_url, "metrics.json"))
         tuned = metrics["tuned_thresholds"]
         row = {"run": run_url.rstrip("/").rsplit("/", 1)[-1], "model": config.get("model")}
-        row |= {key: tuned[key] for key in ("micro_f1", "macro_f1", "mAP")}
+        row |= {"setting": setting_of(config), "seed": config.get("seed")}
+        row |= {key: tuned[key] for key in SPREAD_SCORES}
         row["micro_f1_at_0.5"] = metrics["threshold_0.5"]["micro_f1"]
         row["label_prior_micro_f1"] = metrics["label_prior_micro_f1"]
         rows.append(row | {f"f1_{g}": v["f1"] for g, v in tuned["per_genre"].items()})
     return pd.DataFrame(rows)
 
 
+def spread_over_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each setting with two runs or more: how many, and each score's mean, sample
+    standard deviation, minimum and maximum."""
+    repeated = frame.groupby("setting", sort=False).filter(lambda runs: len(runs) > 1)
+    if repeated.empty:
+        return pd.DataFrame()
+    groups = repeated.groupby("setting", sort=False)
+    table = groups.size().rename("runs").to_frame()
+    for score in SPREAD_SCORES:
+        stats = groups[score].agg(["mean", "std", "min", "max"])
+        table[[f"{score}_{stat}" for stat in stats.columns]] = stats.to_numpy()
+    return table.reset_index()
+
+
 def format_comparison(frame: pd.DataFrame) -> str:
-    """The summary columns one run a line, then F1 per genre one genre a line."""
+    """The summary columns one run a line, the mean and spread of repeated settings, then
+    F1 per genre one genre a line."""
     genre_columns = [c for c in frame.columns if c.startswith("f1_")]
     summary = frame.drop(columns=genre_columns)
     text = summary.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+    spread = spread_over_seeds(frame)
+    if not spread.empty:
+        lines = ["", "", "Repeated settings: mean +- standard deviation [min, max] over their runs"]
+        for row in spread.itertuples(index=False):
+            values = row._asdict()
+            scores = "  ".join(
+                f"{score} {values[f'{score}_mean']:.3f} +- {values[f'{score}_std']:.3f}"
+                f" [{values[f'{score}_min']:.3f}, {values[f'{score}_max']:.3f}]"
+                for score in SPREAD_SCORES
+            )
+            lines.append(f"{row.setting}  {row.runs} runs  {scores}")
+        text += "\n".join(lines)
     if genre_columns:
         per_genre = frame.set_index("run")[genre_columns].T.rename_axis(columns=None)
         per_genre.index = pd.Index([c[3:] for c in genre_columns], name="F1 per genre")

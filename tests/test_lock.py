@@ -1,12 +1,13 @@
-"""job.lock on a local folder, memory:// and gs:// (fake-gcs-server, also behind a proxy
-that resets connections after the server acted)."""
+"""job.lock's lease on a local folder, memory:// and gs:// (fake-gcs-server, also behind a
+proxy that resets connections after the server acted)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import multiprocessing
-import os
+import re
+import time
 import uuid
 
 import pytest
@@ -26,18 +27,30 @@ def output(request, tmp_path) -> str:
     return f"{bucket}/runs/run"
 
 
-def test_second_acquire_is_refused_until_released(output):
+@pytest.fixture(autouse=True)
+def short_lease(monkeypatch):
+    """3 s leases, renewed every 0.5 s (the job: 180 s, every 30 s)."""
+    monkeypatch.setenv("GENRE_JOB_LEASE_S", "3")
+
+
+def test_second_acquire_is_refused_while_the_first_renews(output):
     first = lock.acquire(output, overwrite=False)
     owner = json.loads(storage.read_bytes(f"{output}/_LOCK"))
-    assert {"host", "pid", "time"} <= set(owner)
+    assert {"host", "pid", "renewed", "lease_s", "token"} <= set(owner)
+    started = time.monotonic()
 
     with pytest.raises(OutputError) as refused:
         lock.acquire(output, overwrite=False)
 
-    assert str(refused.value) == (
-        f"{output} is in use by {owner['host']} pid {owner['pid']} since {owner['time']}"
+    assert time.monotonic() - started < 3  # refused at a renewal, not after the lease
+    renewed = json.loads(storage.read_bytes(f"{output}/_LOCK"))
+    assert renewed["token"] == owner["token"] and renewed["renewals"] >= 1
+    assert re.fullmatch(
+        rf"{re.escape(output)} is in use by {owner['host']} pid {owner['pid']}: its lease "
+        r"was renewed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00",
+        str(refused.value),
     )
-    assert refused.value.hint == "wait, or pass --overwrite"
+    assert refused.value.hint == "wait for that job to end, or choose another --output"
     assert refused.value.exit_code == 4
     first.release()
     assert not storage.exists(f"{output}/_LOCK")
@@ -45,24 +58,49 @@ def test_second_acquire_is_refused_until_released(output):
     second.release()
 
 
-def test_stale_lock_is_taken_over_with_a_warning(output, caplog):
+def test_a_lease_not_renewed_is_taken_over_after_its_time(output, caplog):
+    dead = lock.acquire(output, overwrite=False)
+    dead.abandon()  # stops renewing, like a killed job
+    started = time.monotonic()
+
+    with caplog.at_level(logging.WARNING, logger="job.lock"):
+        taken = lock.acquire(output, overwrite=False)
+
+    assert 1 < time.monotonic() - started < 6
+    assert (
+        f"{output}: taking over the lease of {dead.owner['host']} pid {dead.owner['pid']}, "
+        f"last renewed {dead.owner['renewed']} (not renewed for its lease time)"
+    ) in caplog.text
+    assert json.loads(storage.read_bytes(f"{output}/_LOCK"))["token"] == taken.owner["token"]
+    taken.release()
+
+
+def test_an_old_or_unreadable_lock_is_taken_over_at_once(output, caplog):
     stale = {"host": "gone", "pid": 1, "time": "2020-01-01T00:00:00+00:00", "unix_time": 0}
     storage.write_bytes(f"{output}/_LOCK", json.dumps(stale).encode())
 
     with caplog.at_level(logging.WARNING, logger="job.lock"):
         taken = lock.acquire(output, overwrite=False)
 
-    assert "taking over the stale lock of gone pid 1 from 2020-01-01" in caplog.text
-    assert json.loads(storage.read_bytes(f"{output}/_LOCK"))["token"] == taken.owner["token"]
+    assert "taking over the lease of gone pid 1, last renewed 2020-01-01" in caplog.text
     taken.release()
+    storage.write_bytes(f"{output}/_LOCK", b"\x00 not json")
+    lock.acquire(output, overwrite=False).release()
 
 
-def test_overwrite_takes_over_a_fresh_lock(output, caplog):
+def test_overwrite_takes_over_a_live_lease_and_its_holder_stops(output, caplog):
     held = lock.acquire(output, overwrite=False)
     with caplog.at_level(logging.WARNING, logger="job.lock"):
         taken = lock.acquire(output, overwrite=True)
-    assert "fresh (--overwrite)" in caplog.text
+    assert "(--overwrite)" in caplog.text
+    deadline = time.monotonic() + 10
+    while held.lost is None:  # its next renewal finds the lock changed
+        assert time.monotonic() < deadline, "the holder did not notice"
+        time.sleep(0.1)
+    with pytest.raises(OutputError, match="the lease was taken over by"):
+        lock.check_held()
     held.release()  # no longer ours: left alone
+    lock.check_held()  # released: this process holds only the new lease
     assert json.loads(storage.read_bytes(f"{output}/_LOCK"))["token"] == taken.owner["token"]
     taken.release()
     assert not storage.exists(f"{output}/_LOCK")
@@ -70,15 +108,19 @@ def test_overwrite_takes_over_a_fresh_lock(output, caplog):
 
 def _try_lock(output: str, results, done) -> None:
     try:
-        lock.acquire(output, overwrite=False)
+        held = lock.acquire(output, overwrite=False)
         results.put("won")
-        done.wait(60)  # hold the lock while running: a gone process's lock is free to take
+        done.wait(60)  # hold (and renew) the lease meanwhile
+        held.release()
     except OutputError:
         results.put("refused")
 
 
-def test_only_one_of_many_racing_processes_wins(tmp_path):
-    output = str(tmp_path / "run")
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_only_one_of_many_racing_processes_wins(where, tmp_path, request, monkeypatch):
+    output = (
+        str(tmp_path / "run") if where == "local" else f"{request.getfixturevalue('bucket')}/run"
+    )
     context = multiprocessing.get_context("fork")
     results, done = context.Queue(), context.Event()
     racers = [context.Process(target=_try_lock, args=(output, results, done)) for _ in range(6)]
@@ -89,29 +131,6 @@ def test_only_one_of_many_racing_processes_wins(tmp_path):
     for racer in racers:
         racer.join(60)
     assert outcomes == ["refused"] * 5 + ["won"]
-
-
-def test_a_lock_left_by_a_killed_process_or_an_earlier_attempt_is_taken(tmp_path, monkeypatch):
-    output = str(tmp_path / "run")
-    context = multiprocessing.get_context("fork")
-    results, done = context.Queue(), context.Event()
-    done.set()  # the winner exits at once, without releasing: like a SIGKILL
-    racer = context.Process(target=_try_lock, args=(output, results, done))
-    racer.start()
-    racer.join(60)
-    assert results.get(timeout=5) == "won"
-
-    rerun = lock.acquire(output, overwrite=False)  # same host, its pid is gone
-
-    assert rerun.owner["pid"] == os.getpid()
-    monkeypatch.setenv("GENRE_JOB_RUN_ID", "job-uid-1")
-    rerun.owner.update(run="job-uid-1", host="another-pod", pid=1)
-    storage.write_bytes(rerun.url, json.dumps(rerun.owner).encode())
-    retry = lock.acquire(output, overwrite=False)  # a replacement pod of the same Job
-    assert retry.owner["token"] != rerun.owner["token"]
-    monkeypatch.setenv("GENRE_JOB_RUN_ID", "job-uid-2")
-    with pytest.raises(OutputError, match="is in use by"):
-        lock.acquire(output, overwrite=False)  # another Job
 
 
 def test_gcs_create_is_conditional_even_when_the_answer_is_lost(bucket, gcs_server, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,21 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import LSTM_FAST, ROOT, copy_tree, scaled
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from job import storage
 from job.cli import main
 from job.errors import InputError
-from job.report import compare_runs, format_comparison, load_films, write_report
+from job.report import (
+    Film,
+    compare_runs,
+    examples_figure,
+    format_comparison,
+    load_films,
+    per_genre_figure,
+    write_report,
+)
 
 REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
 
@@ -124,6 +134,8 @@ def test_compare_runs(runs):
     assert frame.columns.tolist() == [
         "run",
         "model",
+        "setting",
+        "seed",
         "micro_f1",
         "macro_f1",
         "mAP",
@@ -131,6 +143,8 @@ def test_compare_runs(runs):
         "label_prior_micro_f1",
         *[f"f1_{g}" for g in genres],
     ]
+    assert frame["seed"].tolist() == [42, 42]
+    assert frame["setting"].str.split("#").str[0].tolist() == ["cnn/tuned", "lstm/tuned"]
     for row, model in enumerate(("cnn", "lstm")):
         metrics = json.loads(storage.read_bytes(f"{runs[model]}/metrics.json"))
         tuned = metrics["tuned_thresholds"]
@@ -172,3 +186,84 @@ def test_baseline_scripts_print_their_scores(script, demo_dir):
     assert sum(sizes.values()) == len(catalogue(demo_dir))
     # The demo's posters and words tell the genres: both baselines beat the label prior.
     assert figures["micro_f1"] > figures["label_prior_micro_f1"]
+
+
+def test_compare_shows_mean_and_spread_of_a_setting_run_with_several_seeds(runs, tmp_path):
+    """Three copies of the lstm run as seeds 1-3 of one setting (their scores set apart), and
+    the cnn run alone: `genre-job compare` prints the lstm setting's mean, sample standard
+    deviation and range, computed here with `statistics`, and no line for the cnn."""
+    scores = {1: (0.50, 0.20, 0.30), 2: (0.54, 0.26, 0.33), 3: (0.55, 0.23, 0.36)}
+    copies = []
+    for seed, (micro, macro, average_precision) in scores.items():
+        copy = tmp_path / f"lstm-seed{seed}"
+        copy_tree(Path(runs["lstm"]), str(copy))
+        config = json.loads((copy / "config.json").read_text())
+        metrics = json.loads((copy / "metrics.json").read_text())
+        config["seed"], config["output"] = seed, str(copy)
+        tuned = metrics["tuned_thresholds"]
+        tuned["micro_f1"], tuned["macro_f1"], tuned["mAP"] = micro, macro, average_precision
+        (copy / "config.json").write_text(json.dumps(config))
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+        copies.append(str(copy))
+
+    result = CliRunner().invoke(main, ["compare", runs["cnn"], *copies], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = "Repeated settings: mean +- standard deviation [min, max] over their runs"
+    assert lines.count(header) == 1
+    (spread_line,) = [line for line in lines if " runs  micro_f1 " in line]
+    columns = list(zip(*scores.values(), strict=True))
+    expected = "  ".join(
+        f"{name} {statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+        f" [{min(values):.3f}, {max(values):.3f}]"
+        for name, values in zip(("micro_f1", "macro_f1", "mAP"), columns, strict=True)
+    )
+    assert spread_line.startswith("lstm/tuned#") and spread_line.endswith(f"  3 runs  {expected}")
+    # Each run's own row shows its seed and the setting it shares.
+    setting = spread_line.split()[0]
+    assert sum(setting in line for line in lines) == 4  # 3 run rows and the spread line
+
+
+def drawn(figure):
+    """The figure laid out as in its PNG, so that its texts' extents are real."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_per_genre_figures_sit_past_their_bars_and_nothing_covers_them():
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    per_genre = {g: {"f1": f1, "support": n} for g, f1, n in zip(
+        genres, [1.0, 0.0, 0.62, 0.91], [12, 0, 40, 7], strict=True)}  # fmt: skip
+    metrics = {"tuned_thresholds": {"per_genre": per_genre, "micro_f1": 0.6, "macro_f1": 0.5}}
+
+    figure = per_genre_figure(metrics)
+
+    renderer = drawn(figure)
+    axes = figure.axes[0]
+    assert axes.get_legend() is None
+    bars = axes.patches
+    labels = [t for t in axes.texts if "n=" in t.get_text()]
+    assert [t.get_text() for t in labels] == ["1.00  n=12", "0.00  n=0", "0.62  n=40", "0.91  n=7"]
+    axes_box = axes.get_window_extent(renderer)
+    for bar, label in zip(bars, labels, strict=True):
+        box = label.get_window_extent(renderer)
+        assert box.x0 >= bar.get_window_extent(renderer).x1  # outside the bar, to its right
+        assert box.x1 <= axes_box.x1  # and inside the plot, even for an F1 of 1
+
+
+@pytest.mark.parametrize("count", [1, 3, 12])
+def test_examples_title_clears_the_first_film(count):
+    films = [
+        Film(id=f"tt{i:07d}", overview="An overview.", poster=None, jpeg=None,
+             true=["Drama"], predicted=[("Drama", 0.9)])
+        for i in range(count)
+    ]  # fmt: skip
+
+    figure = examples_figure(films)
+
+    renderer = drawn(figure)
+    title = figure._suptitle.get_window_extent(renderer)
+    first_id = next(t for t in figure.axes[1].texts if t.get_text() == "tt0000000")
+    assert title.y0 > first_id.get_window_extent(renderer).y1

@@ -1,6 +1,6 @@
-"""Preemption: SIGTERM mid-run stops after the current step with exit 143 and the last
-finished epoch in the output (a local folder or a bucket); the same command rerun resumes
-there, not from scratch, and exports the best epoch of the whole run."""
+"""Preemption and Ctrl-C: SIGTERM or SIGINT mid-run stops after the current step with exit
+143 or 130 and the last finished epoch in the output (a local folder or a bucket); the same
+command rerun resumes there, not from scratch, and exports the best epoch of the whole run."""
 
 from __future__ import annotations
 
@@ -75,33 +75,39 @@ class LineReader:
         return "".join(self.lines)
 
 
-@pytest.fixture(params=["local", "gs"])
-def where(request, tmp_path, demo_dir) -> tuple[str, str]:
-    """(data, output) in a local folder or in a bucket of the test server."""
-    root = str(tmp_path) if request.param == "local" else request.getfixturevalue("bucket")
-    copy_tree(demo_dir, f"{root}/data")
-    return f"{root}/data", f"{root}/run"
-
-
 @pytest.mark.slow
-def test_sigterm_then_rerun_resumes_and_exports_the_best_epoch(where, cli):
-    data, output = where
+@pytest.mark.parametrize(
+    ("where", "signal_number", "exit_code"),
+    # the README's codes: 143 after SIGTERM (preemption), 130 after SIGINT (Ctrl-C)
+    [("gs", signal.SIGTERM, 143), ("local", signal.SIGINT, 130)],
+    ids=["SIGTERM-gs", "SIGINT-local"],
+)
+def test_a_signal_then_rerun_resumes_and_exports_the_best_epoch(
+    where, signal_number, exit_code, tmp_path, demo_dir, request, cli
+):
+    """Stop after the step, sync, one line; the rerun resumes in a local folder or a bucket."""
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("bucket")
+    data, output = f"{root}/data", f"{root}/run"
+    copy_tree(demo_dir, data)
 
     first = start_training(data, output, *SCHEDULE)
     reader = LineReader(first)
     assert reader.wait_for(f"epoch {STOP_AFTER}/{EPOCHS}", 300), "".join(reader.lines)
-    first.send_signal(signal.SIGTERM)
+    first.send_signal(signal_number)
     log = reader.rest(300)
     first.wait(scaled(60))
 
-    assert first.returncode == 143, log  # the README's code for SIGTERM
-    assert "stopped by signal 15" in log
+    assert first.returncode == exit_code, log
     assert not storage.exists(f"{output}/_SUCCESS")
     metadata = json.loads(storage.read_bytes(f"{output}/backup/training_metadata.json"))
     done = metadata["epoch"]
     assert STOP_AFTER <= done < EPOCHS
+    assert log.splitlines()[-1] == (
+        f"stopped after epoch {done} of {EPOCHS}; rerun the same command to resume"
+    )
+    assert "Aborted!" not in log and "Traceback" not in log
     history = read_csv(f"{output}/history.csv")
-    assert history["epoch"].tolist() == list(range(done))
+    assert history["epoch"].tolist() == list(range(1, done + 1))
     best_before = history["val_loss"].min()
 
     second = start_training(data, output, *SCHEDULE)
