@@ -50,7 +50,7 @@ def runs(demo_dir, tmp_path_factory) -> dict:
 
 def test_without_early_stopping_every_epoch_runs_and_the_best_is_exported(runs):
     output, predicted = runs["all-epochs"]
-    assert read_csv(f"{output}/history.csv")["epoch"].tolist() == list(range(EPOCHS))
+    assert read_csv(f"{output}/history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert_exports_the_best_epoch(output, predicted)
 
 
