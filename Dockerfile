@@ -8,8 +8,10 @@
 # libraries that this exact TF release was built and tested against, so no CUDA toolkit is
 # installed here and TF finds the GPU with only the node's NVIDIA driver mounted in.
 # For reproducible builds, pin the digest too once it is known in your registry, e.g.
-#   FROM tensorflow/tensorflow:2.21.0-gpu@sha256:<digest>
-FROM tensorflow/tensorflow:2.21.0-gpu
+#   ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu@sha256:<digest>
+# BASE_IMAGE: another base with Python 3.11 and this TensorFlow (scripts/build-image --base).
+ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+FROM ${BASE_IMAGE}
 
 # -o pipefail so a failing step in a RUN pipe fails the build (hadolint DL4006).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -52,11 +54,14 @@ RUN python3 -c 'import sys; from importlib.metadata import version; pin = [r.spl
 # Layer 2: the package itself, without touching the dependencies.
 COPY job/ ./job/
 RUN python3 -m pip install --no-deps . \
-    && rm -rf build ./*.egg-info \
-    && genre-job --help > /dev/null
+    && rm -rf build ./*.egg-info
 
+# The smoke test runs as the job's user: whatever it leaves in HOME (/scratch) is that user's
+# (run as root, it once left root's .cache, .config and .keras there, and a run with no volume
+# over /scratch could not write them: matplotlib warned on every command).
 USER 10001:10001
 WORKDIR /scratch
+RUN genre-job --help > /dev/null
 
 # No credentials are baked in: on GKE the pod's Kubernetes service account is mapped to a
 # Google service account (Workload Identity) and Application Default Credentials pick it up;

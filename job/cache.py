@@ -109,8 +109,8 @@ class TensorPosters(HeldRows):
     """Rows `rows` of a uint8 (films, size, size, 3) tensor in host memory (--cache memory).
 
     A run holds its decoded posters once, and every epoch gathers from the one tensor.
-    Held as a numpy array, each split's copy and each dataset's tensor of it had made a
-    1 GB cache take 3.6 GB at the peak.
+    Held as a numpy array, each split's copy and each dataset's tensor of it would
+    multiply the cache's memory at the peak.
     """
 
     tensor: tf.Tensor
@@ -153,9 +153,8 @@ class PosterSink:
         self.count = 0
         shape = (films, image_size, image_size, 3)
         # memory: filled in place as chunks decode (no copy at the end). Its pages are
-        # touched on a thread now, while the decoding pipeline is being built (one core
-        # is idle then), not as the copies land while posters decode: with 4 KB pages
-        # that had cost the first epoch 0.05 s on the 5,332 real posters on this VM.
+        # touched on a thread now, while the decoding pipeline is being built (a core is
+        # idle then), so that faulting them in does not slow the decoding.
         self.array = aligned_empty(shape if cache == "memory" else (0, *shape[1:]))
         self.touching = threading.Thread(target=touch_pages, args=(self.array,), daemon=True)
         if self.array.size:  # (disk and none hold no array; nothing to touch)
@@ -216,9 +215,8 @@ def touch_pages(array: np.ndarray) -> None:
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised uint8 array on fresh pages (so 64-byte aligned, as TensorFlow needs
     to use it in place: host_tensor), asked for as huge pages where the kernel offers them
-    (transparent huge pages, "madvise" mode): touching 65 MB of fresh 4 KB pages took
-    0.1-0.25 s of CPU on this VM, of 2 MB pages 0.03 s (memory the VM's host had never
-    backed cost about 2 ms a MB either way)."""
+    (transparent huge pages, "madvise" mode): fresh 2 MB pages cost the kernel a fraction
+    of the CPU that as many 4 KB pages do to map."""
     size = int(np.prod(shape))
     if size == 0:
         return np.empty(shape, np.uint8)
@@ -231,7 +229,7 @@ def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
 def host_tensor(array: np.ndarray) -> tf.Tensor:
     """A uint8 tensor in host memory over `array`'s memory when TensorFlow can use it in
     place (DLPack; 64-byte aligned, contiguous), else a copy. tf.constant would hold two
-    copies at once (a 1 GB array took 2 GB more)."""
+    copies at once."""
     if array.flags.c_contiguous and array.ctypes.data % TF_ALIGNMENT == 0:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())  # keeps `array` alive
     with tf.device("/cpu:0"):
@@ -242,8 +240,7 @@ def no_rewrites() -> tf.data.Options:
     """tf.data options for a pipeline over a large tensor it captures (the cache).
 
     With tf.data's default graph rewrites, starting an iterator serializes the pipeline's
-    graph, captured tensors included: every epoch copied the whole cache (a 1 GB cache
-    took 1 GB more at each iterator start, and 0.02-0.2 s for the 65 MB one here). The
+    graph, captured tensors included: every epoch would copy the whole cache. The
     pipelines here are written as they should run: nothing for the rewrites to do.
     """
     options = tf.data.Options()

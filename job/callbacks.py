@@ -1,22 +1,27 @@
-"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals."""
+"""Keras callbacks of a training run: schedule, epoch log lines, bucket sync, signals;
+predict's progress."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import signal
 import time
+from pathlib import Path
 
 import keras
 
 from job import lock
 from job.errors import TrainingInterrupted
+from job.progress import Progress
 from job.storage import Mirror
 
 log = logging.getLogger(__name__)
 
 
-def seed_schedule(learning_rate: float, constant_epochs: int, decay: float):
+def learning_rate_schedule(learning_rate: float, constant_epochs: int, decay: float):
     """Constant for `constant_epochs`, then x exp(-decay) per epoch.
 
     A function of the epoch number alone, so a resumed run continues the same curve.
@@ -40,17 +45,30 @@ class EpochLog(keras.callbacks.Callback):
         self._started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        figures = " ".join(f"{k}={float(v):.4g}" for k, v in sorted((logs or {}).items()))
-        log.info(
-            "epoch %d/%d %s seconds=%.1f",
-            epoch + 1,
-            self.epochs,
-            figures,
-            time.monotonic() - self._started,
-            extra={
-                "fields": {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-            },
-        )
+        log_epoch(epoch, self.epochs, logs or {}, time.monotonic() - self._started)
+
+
+def log_epoch(epoch: int, epochs: int, logs: dict, seconds: float) -> None:
+    """The epoch's log line (0-based `epoch`), its figures also as JSON log fields."""
+    figures = {name: float(value) for name, value in logs.items()}
+    text = " ".join(f"{name}={value:.4g}" for name, value in sorted(figures.items()))
+    log.info(
+        "epoch %d/%d %s seconds=%.1f",
+        epoch + 1,
+        epochs,
+        text,
+        seconds,
+        extra={"fields": {"epoch": epoch + 1, **figures}},
+    )
+
+
+def best_val_loss(staging: Path) -> float | None:
+    """The lowest val_loss in the staging folder's history.csv (a resumed run's), if any."""
+    history = staging / "history.csv"
+    if not history.exists() or not history.read_text().strip():
+        return None
+    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
+    return min(losses) if losses else None
 
 
 class History(keras.callbacks.CSVLogger):
@@ -115,3 +133,14 @@ class StopOnSignal(keras.callbacks.Callback):
                 " rerun the same command to resume",
                 exit_code=128 + self.received,
             )
+
+
+class PredictProgress(keras.callbacks.Callback):
+    """model.predict's batches counted in a Progress (films predicted so far)."""
+
+    def __init__(self, progress: Progress, batch_size: int) -> None:
+        super().__init__()
+        self.progress, self.batch_size = progress, batch_size
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.progress.advance_to((batch + 1) * self.batch_size)

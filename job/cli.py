@@ -7,12 +7,13 @@ import errno
 import functools
 import os
 import signal
+import sys
 import tempfile
 
 import click
 
-from job import logs, tfstart
-from job.config import CACHES, CSV_NAME, IMAGES_NAME, env_default
+from job import logs, progress, tfstart
+from job.config import CACHES, CSV_NAME, IMAGES_NAME, RECIPE_ALIASES, RECIPES
 from job.errors import GenreJobError, TrainingInterrupted
 
 
@@ -61,13 +62,6 @@ def os_error_line(error: OSError) -> str:
     return f"storage error: {message}"
 
 
-def required(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    """For options whose default comes from the environment: still required when unset."""
-    if not value:
-        raise click.MissingParameter(ctx=ctx, param=param)
-    return value
-
-
 def data_options(command):
     """--data, --csv and --images: where the films are."""
     command = click.option(
@@ -82,9 +76,9 @@ def data_options(command):
     return click.option(
         "--data",
         required=True,
-        callback=required,
-        default=lambda: env_default("GENRE_JOB_DATA"),
-        help="Dataset root: gs://bucket/path, memory://path or a folder [env GENRE_JOB_DATA].",
+        envvar="GENRE_JOB_DATA",
+        show_envvar=True,
+        help="Dataset root: gs://bucket/path, memory://path or a folder.",
     )(command)
 
 
@@ -94,20 +88,40 @@ def data_options(command):
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
+    envvar="GENRE_JOB_LOG_FORMAT",
+    show_envvar=True,
     help="json: one JSON object a line (Cloud Logging).",
 )
+@click.option(
+    "--progress-seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    envvar="GENRE_JOB_PROGRESS_SECONDS",
+    show_envvar=True,
+    help="Seconds between progress lines of long work (also one at each quarter); "
+    "on a terminal, a progress bar instead.",
+)
 @click.version_option(package_name="genre-job")
-def main(log_format: str) -> None:
-    """Train and run film-genre classifiers from posters and overviews."""
+def main(log_format: str, progress_seconds: float) -> None:
+    """Train and run film-genre classifiers from posters and overviews.
+
+    \b
+    Examples:
+      genre-job demo-data --output demo
+      genre-job train --model cnn --data demo --output runs/cnn-1 --epochs 2
+      genre-job --log-format json predict --model-dir runs/cnn-1 --data demo --output p.csv
+    """
     logs.configure(log_format)
+    progress.configure(progress_seconds, bar=log_format == "text" and sys.stderr.isatty())
 
 
 def recipe_help(name: str, text: str = "") -> str:
     """Help naming both recipes' values for a setting that defaults from --recipe."""
-    from job.config import SEED_RECIPE, TUNED_CNN, TUNED_RECIPE
+    from job.config import NOTEBOOK_RECIPE, TUNED_CNN, TUNED_RECIPE
 
     cnn = f", cnn {TUNED_CNN[name]}" if name in TUNED_CNN else ""
-    return f"{text} [seed: {SEED_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
+    return f"{text} [notebook: {NOTEBOOK_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
 
 
 def recipe_option(name: str, kind: click.ParamType, text: str):
@@ -131,31 +145,33 @@ def rate(name: str, text: str):
 @click.option(
     "--output",
     required=True,
-    callback=required,
-    default=lambda: env_default("AIP_MODEL_DIR", "GENRE_JOB_OUTPUT"),
-    help="Run folder URL [env AIP_MODEL_DIR].",
+    envvar=["AIP_MODEL_DIR", "GENRE_JOB_OUTPUT"],
+    show_envvar=True,
+    help="Run folder URL (Vertex AI sets AIP_MODEL_DIR).",
 )
 @click.option(
     "--checkpoint-dir",
-    default=lambda: env_default("AIP_CHECKPOINT_DIR"),
-    help="Where checkpoints/ and backup/ go [env AIP_CHECKPOINT_DIR; default: --output].",
+    envvar="AIP_CHECKPOINT_DIR",
+    show_envvar=True,
+    help="Where checkpoints/ and backup/ go [default: --output].",
 )
 @click.option(
     "--tensorboard-dir",
-    default=lambda: env_default("AIP_TENSORBOARD_LOG_DIR"),
-    help="Where TensorBoard logs go [env AIP_TENSORBOARD_LOG_DIR; default: --output/tensorboard].",
+    envvar="AIP_TENSORBOARD_LOG_DIR",
+    show_envvar=True,
+    help="Where TensorBoard logs go [default: --output/tensorboard].",
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["tuned", "seed"]),
+    type=click.Choice([*RECIPES, *RECIPE_ALIASES]),
     default="tuned",
     show_default=True,
-    help="Defaults of the settings below: seed = the course notebook's exactly.",
+    help="Defaults of the settings below: notebook (or seed) = the course notebook's exactly.",
 )
 @click.option(
     "--epochs",
     type=click.IntRange(1),
-    help="At most this many [seed: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
+    help="At most this many [notebook: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
 )
 @click.option(
     "--batch-size",
@@ -257,7 +273,15 @@ def rate(name: str, text: str):
 @click.option("--overwrite", is_flag=True, help="Replace a finished run at --output.")
 @reports_errors
 def train(**options) -> None:
-    """Train a model; writes checkpoints, logs, model, metrics and predictions to --output."""
+    """Train a model; writes checkpoints, logs, model (model.keras and saved_model/),
+    metrics and predictions to --output. Rerun the same command to resume.
+
+    \b
+    Examples:
+      genre-job train --model cnn --data gs://my-bucket/imdb --output gs://my-bucket/runs/cnn-1
+      GENRE_JOB_DATA=gs://my-bucket/imdb AIP_MODEL_DIR=gs://my-bucket/runs/lstm-1 \\
+        genre-job train --model lstm --recipe notebook
+    """
     from job.config import TrainConfig
     from job.runfolder import overlap
 
@@ -294,7 +318,9 @@ def train(**options) -> None:
     type=click.IntRange(0),
     default=0,
     show_default=True,
-    help="This process's shard (Indexed Job: $JOB_COMPLETION_INDEX).",
+    envvar="JOB_COMPLETION_INDEX",
+    show_envvar=True,
+    help="This process's shard (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).",
 )
 @click.option("--shard-count", type=click.IntRange(1), default=1, show_default=True)
 @reports_errors
@@ -308,7 +334,15 @@ def predict(
     shard_index: int,
     shard_count: int,
 ) -> None:
-    """Predict genres for the films of --data with a finished run's model."""
+    """Predict genres for the films of --data with a finished run's model.
+
+    \b
+    Examples:
+      genre-job predict --model-dir gs://my-bucket/runs/cnn-1 --data gs://my-bucket/new \\
+        --output gs://my-bucket/predictions/new.csv
+      JOB_COMPLETION_INDEX=3 genre-job predict --model-dir runs/cnn-1 --data demo \\
+        --output parts/ --shard-count 8
+    """
     tfstart.load()
     from job.prediction import predict as run_prediction
 
@@ -332,7 +366,12 @@ def predict(
 @click.option("--output", required=True, help="The merged predictions CSV URL.")
 @reports_errors
 def merge_predictions(parts: str, output: str) -> None:
-    """Join the shards of a sharded predict into one CSV."""
+    """Join the shards of a sharded predict into one CSV.
+
+    \b
+    Example:
+      genre-job merge-predictions --input gs://my-bucket/parts/ --output gs://my-bucket/p.csv
+    """
     from job.prediction import merge_predictions as merge
 
     click.echo(f"{merge(parts, output)} predictions: {output}")
@@ -344,7 +383,13 @@ def merge_predictions(parts: str, output: str) -> None:
 @click.option("--image-size", type=click.IntRange(8), default=64, show_default=True)
 @reports_errors
 def prepare(data: str, csv_name: str, images: str, output: str, image_size: int) -> None:
-    """Write the dataset as TFRecord shards with posters decoded (train --data reads it)."""
+    """Write the dataset as TFRecord shards with posters decoded (train --data reads it).
+
+    \b
+    Examples:
+      genre-job prepare --data gs://my-bucket/imdb --output gs://my-bucket/imdb-prepared
+      genre-job train --model cnn --data gs://my-bucket/imdb-prepared --output runs/cnn-2
+    """
     tfstart.load()
     from job.prepared import write_prepared
 
@@ -360,7 +405,13 @@ def prepare(data: str, csv_name: str, images: str, output: str, image_size: int)
 @click.option("--seed", type=int, default=0, show_default=True, help="Draws the sample.")
 @reports_errors
 def report(run_url: str, data_url: str | None, ids: str | None, count: int, seed: int) -> None:
-    """Write examples.png/.html, training.png and per_genre.png into a finished run."""
+    """Write examples.png/.html, training.png and per_genre.png into a finished run.
+
+    \b
+    Examples:
+      genre-job report --run gs://my-bucket/runs/cnn-1
+      genre-job report --run runs/cnn-1 --ids 101,102,103
+    """
     from job.report import write_report
 
     wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
@@ -372,7 +423,12 @@ def report(run_url: str, data_url: str | None, ids: str | None, count: int, seed
 @click.argument("runs", nargs=-1, required=True)
 @reports_errors
 def compare(runs: tuple[str, ...]) -> None:
-    """Scores of finished runs side by side (evaluation films, tuned thresholds)."""
+    """Scores of finished runs side by side (evaluation films, tuned thresholds).
+
+    \b
+    Example:
+      genre-job compare gs://my-bucket/runs/cnn-1 gs://my-bucket/runs/fusion-1
+    """
     from job.report import compare_runs, format_comparison
 
     click.echo(format_comparison(compare_runs(list(runs))), nl=False)
@@ -384,7 +440,12 @@ def compare(runs: tuple[str, ...]) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @reports_errors
 def demo_data(output: str, films: int, seed: int) -> None:
-    """Generate a small synthetic dataset in the real dataset's format."""
+    """Generate a small synthetic dataset in the real dataset's format.
+
+    \b
+    Example:
+      genre-job demo-data --output demo --films 400
+    """
     tfstart.load()  # posters are encoded with TensorFlow
     from job.demo import write_demo_data
 

@@ -1,6 +1,6 @@
 """Starting word vectors for the overview Embedding (`train --embedding-init lsa`).
 
-The seed starts its 10,000 x 256 Embedding at random and has 4,228 training overviews to
+The notebook starts its 10,000 x 256 Embedding at random and has 4,228 training overviews to
 learn it from. Latent semantic analysis gives it a start from those same overviews (no
 outside data, no labels): words that share overviews get nearby vectors. TF-IDF of the
 training overviews over the vectorizer's vocabulary -> truncated SVD -> one row a token.
@@ -13,8 +13,6 @@ import logging
 import numpy as np
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_INITS = ("random", "lsa")
 
 
 def lsa_vectors(train_tokens: np.ndarray, vocabulary_size: int, width: int) -> np.ndarray:

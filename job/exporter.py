@@ -1,7 +1,9 @@
 """The end of a run: thresholds tuned on validation, scores on evaluation, outputs written.
 
-Order matters: everything is uploaded (each file in one piece), then config.json, then
-`_SUCCESS` last, so a reader that sees `_SUCCESS` sees a complete run.
+Outputs: model.keras, saved_model/ (the same model for TF Serving), thresholds.json,
+predictions.csv and metrics.json. Order matters: everything is uploaded (each file in one
+piece), then config.json, then `_SUCCESS` last, so a reader that sees `_SUCCESS` sees a
+complete run.
 """
 
 from __future__ import annotations
@@ -10,18 +12,24 @@ import json
 import logging
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from job import features, metrics, storage
+from job.callbacks import PredictProgress
 from job.catalogue import Catalogue
 from job.config import TrainConfig
 from job.errors import OutputError
 from job.lock import LOCK_NAME
 from job.models import build_for, inference_model, poster_input
 from job.prediction import predictions_frame
+from job.progress import Progress
 from job.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
+
+SAVED_MODEL = "saved_model"  # beside model.keras: what TF Serving and Vertex AI serve
 
 
 def clear_output(output: str) -> None:
@@ -29,6 +37,24 @@ def clear_output(output: str) -> None:
     for relative in storage.list_files(output):
         if relative != LOCK_NAME:
             storage.remove(storage.join(output, relative))
+
+
+def export_saved_model(model: keras.Model, folder: Path) -> None:
+    """`model` as a SavedModel for TF Serving and Vertex AI's prebuilt containers: its
+    `serving_default` signature takes the model's own named inputs (Poster: float32
+    (n, 64, 64, 3) in [0, 1]; Overview: string (n, 1)) and returns {"probabilities":
+    float32 (n, genres)}, in config.json's genre order."""
+    names = [tensor.name for tensor in model.inputs]
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
+
+    def serve(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        inputs = dict(zip(names, tensors, strict=True)) if len(tensors) > 1 else tensors[0]
+        return {"probabilities": model(inputs, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=specs)
+    archive.write_out(str(folder), verbose=False)
 
 
 def finish_run(
@@ -54,7 +80,9 @@ def finish_run(
         dataset = features.make_dataset(
             features.take(inputs, split == name), labels[split == name], 256, False, config.seed
         )
-        return model.predict(dataset, verbose=0)  # (films, genres)
+        with Progress(f"predict {name} films", int((split == name).sum())) as progress:
+            counted = [PredictProgress(progress, 256)]
+            return model.predict(dataset, verbose=0, callbacks=counted)  # (films, genres)
 
     thresholds = metrics.tune_thresholds(labels[split == "validation"], probabilities("validation"))
     evaluation_probs = probabilities("evaluation")
@@ -81,7 +109,9 @@ def finish_run(
         scores["label_prior_micro_f1"],
     )
 
-    inference_model(model, vectorizer).save(staging / "model.keras")
+    exported = inference_model(model, vectorizer)
+    exported.save(staging / "model.keras")
+    export_saved_model(exported, staging / SAVED_MODEL)
     (staging / "thresholds.json").write_text(
         json.dumps(dict(zip(films.genres, thresholds.tolist(), strict=True)), indent=2)
     )

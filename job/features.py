@@ -21,9 +21,8 @@ from job.jpegs import DECODE_CALLS, decode_options, decode_poster
 
 AUTOTUNE = tf.data.AUTOTUNE
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
-# ahead, autotuning off: with tf.data's autotuning, ending an epoch's iterator waited
-# about 40 ms for the autotuner's thread in one epoch out of three to five, longer than
-# an epoch over the 5,332 cached real posters (20-30 ms; same speed without it).
+# ahead, autotuning off: with it, ending an epoch's iterator at times waited for the
+# autotuner's thread longer than a whole epoch over the cache takes.
 GATHER_CALLS = len(os.sched_getaffinity(0))
 
 
@@ -32,6 +31,14 @@ def gather_options() -> tf.data.Options:
     options = no_rewrites()
     options.autotune.enabled = False
     return options
+
+
+def posters_to_float(inputs):
+    """A batch of a model's inputs with its uint8 posters as float32 in [0, 1] (token ids,
+    and fusion's under "Tokens", as they are)."""
+    if isinstance(inputs, dict):
+        return {name: posters_to_float(value) for name, value in inputs.items()}
+    return tf.cast(inputs, tf.float32) / 255.0 if inputs.dtype == tf.uint8 else inputs
 
 
 def make_vectorizer(train_overviews: list[str], max_tokens: int, sequence_length: int):
@@ -96,18 +103,9 @@ def make_dataset(
     with tf.device("/cpu:0"):  # the cache stays in host memory, whatever devices exist
         gather_inputs, targets = gatherer(inputs), tf.constant(labels)
 
-    def to_float(posters: tf.Tensor) -> tf.Tensor:
-        if uint8_posters or posters.dtype != tf.uint8:  # token ids go as they are
-            return posters
-        return tf.cast(posters, tf.float32) / 255.0  # in [0, 1]
-
     def batch_of(rows: tf.Tensor):
         features = gather_inputs(rows)
-        if isinstance(features, dict):  # fusion: posters converted, token ids as they are
-            features = {**features, "Poster": to_float(features["Poster"])}
-        else:
-            features = to_float(features)
-        return features, tf.gather(targets, rows)
+        return features if uint8_posters else posters_to_float(features), tf.gather(targets, rows)
 
     if uses_jpegs(inputs):  # --cache none: decoding threads as in jpegs.read_posters
         dataset = rows.map(batch_of, num_parallel_calls=DECODE_CALLS).prefetch(2)

@@ -1,49 +1,33 @@
 """Many objects read at once: posters for a first epoch, prepared shards, report images.
 
-From a bucket, bare GETs over kept-alive connections (job/http_get.py), with what they
-do not bring back fetched again through gcsfs; from a local folder, plain reads; from
-any other fsspec file system (memory://), gcsfs-style `cat_ranges` calls.
+From a bucket (any asynchronous fsspec file system: gcsfs), chunked `_cat_ranges` calls
+on fsspec's event loop, FETCH_AHEAD chunks in flight ahead of the one the caller works on;
+from a local folder, plain reads; from any other fsspec file system (memory://), one
+`cat_ranges` call a chunk. What failed is fetched again with retries, or raised.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
-import os
 import posixpath
-import resource
-import urllib.parse
+import random
 from collections.abc import Iterator
 
 import fsspec
 import fsspec.asyn
 from fsspec.implementations.local import LocalFileSystem
 
-from job import http_get
-from job.storage import filesystem, read_timeout_s, retrying
+from job.storage import filesystem, retrying
 
 log = logging.getLogger(__name__)
 
-# Objects fetched per chunk, and chunks in flight ahead of the one being used.
+# Objects a chunk, and chunks in flight ahead of the one being used: about twice the
+# connections gcsfs's HTTP client keeps (aiohttp's 100), so they never idle between chunks;
+# more only queue for a connection and cost CPU (docs/performance.md, "Storage").
 FETCH_CHUNK = 128
-FETCH_AHEAD = 8
-
-
-def connection_count() -> int:
-    """Connections to open, each with one request in flight: as many as the cores can
-    decode for. A core decodes about 3,500 real posters a second, which takes 70 requests
-    in flight from a bucket 20 ms away, 175 from one 50 ms away: 96 a core (at least 128,
-    at most 1,024), and no more than a quarter of the file handles the process may open (a
-    shell's default soft limit is often 1,024: on a 16-core machine the connections would
-    have taken every handle, failing whatever else opened a file meanwhile).
-    Through the benchmark's 20 ms proxy on 2 cores, fetch + decode ran at 3,520 posters/s
-    with 128 connections, 3,700 with 192, 3,670 with 256 (medians of 4; without the proxy
-    4,170 / 4,090 / 4,050, within their spread; /tmp script, 2026-11-26)."""
-    wanted = min(1024, max(128, 96 * len(os.sched_getaffinity(0))))
-    handles = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return wanted if handles == resource.RLIM_INFINITY else max(1, min(wanted, handles // 4))
-
-
-CONNECTIONS = connection_count()
+FETCH_AHEAD = 2
 
 
 def fetch_many(urls: list[str]) -> list[bytes | None]:
@@ -64,45 +48,57 @@ def fetch_chunks(urls: list[str], chunk: int = FETCH_CHUNK) -> Iterator[list[byt
     paths = [fs._strip_protocol(url) for url in urls]
     starts = range(0, len(paths), chunk)
     if isinstance(fs, LocalFileSystem):
-        # Plain reads: 20 us of CPU a 25 KB poster, against 30-37 us through cat_ranges,
-        # which the decoding threads feel on a first epoch (scripts/bench_pipeline.py).
+        # Plain reads: cat_ranges costs more CPU a file, which the decoding threads feel.
         where = posixpath.dirname(urls[0])
         for start in starts:
             part = paths[start : start + chunk]
             yield retrying(f"read {len(part)} files from", where, lambda: read_files(part))  # noqa: B023
-    elif type(fs).__name__ == "GCSFileSystem":  # bare GETs first (job/http_get.py)
-        yield from _fetch_gcs(fs, paths, urls, chunk)
+    elif isinstance(fs, fsspec.asyn.AsyncFileSystem):
+        yield from _fetch_ahead(fs, paths, urls, chunk)
     else:  # any other fsspec file system (memory://): one cat_ranges call a chunk
         for start in starts:
             yield _fetch_chunk(fs, paths[start : start + chunk], urls[start])
 
 
-def _fetch_gcs(fs: fsspec.AbstractFileSystem, paths: list[str], urls: list[str], chunk: int):
-    """fetch_chunks from a bucket, by one http_get.Download; what its connections did not
-    bring back (an answer other than 200 or 404, a failed connection) is fetched again
-    through gcsfs, with its retries and errors."""
-    # gcsfs's own request headers (its credentials, refreshed if due: a token lasts an
-    # hour; a 401 after that is fetched again through gcsfs, which refreshes it).
-    headers = retrying("authorize for", urls[0], lambda: fs._get_headers(None))
-    params = fs._get_params({})  # userProject for a requester-pays bucket
-    query = f"&{urllib.parse.urlencode(params)}" if params else ""
-    links = [fs.url(path) + query for path in paths]
-    with http_get.Download(
-        links, headers, read_timeout_s(), chunk, FETCH_AHEAD, CONNECTIONS
-    ) as download:
-        for number, start in enumerate(range(0, len(paths), chunk)):
-            answers = download.take(number)
-            blobs = [answer[1] if answer and answer[0] == 200 else None for answer in answers]
-            again = [i for i, a in enumerate(answers) if not a or a[0] not in (200, 404)]
-            if again:  # (each an object this chunk had, not in the bucket's plain answers)
-                log.debug("storage: %d objects fetched again through gcsfs", len(again))
+def _fetch_ahead(fs: fsspec.asyn.AsyncFileSystem, paths: list[str], urls: list[str], chunk: int):
+    """fetch_chunks from an asynchronous file system: each chunk one `_cat_ranges` call on
+    its event loop, FETCH_AHEAD of them submitted ahead; a chunk's objects that failed
+    (after the file system's own retries) are fetched again through _fetch_chunk."""
+    starts = list(range(0, len(paths), chunk))
+
+    def submit(start: int):
+        calls = fs._cat_ranges(paths[start : start + chunk], None, None, batch_size=chunk)
+        return asyncio.run_coroutine_threadsafe(calls, fs.loop)
+
+    # gcsfs draws its back-off jitter from Python's global random state on its own thread,
+    # where `retrying` cannot put it back: a retry must not change the trained model.
+    state = random.getstate()
+    pending = collections.deque(submit(start) for start in starts[:FETCH_AHEAD])
+    try:
+        for number, start in enumerate(starts):
+            try:
+                answers = list(pending.popleft().result())
+            except Exception as error:  # (the whole call failed: every object again)
+                log.debug("storage: a chunk's fetch failed: %r", error)
+                answers = [error] * min(chunk, len(paths) - start)
+            if number + FETCH_AHEAD < len(starts):
+                pending.append(submit(starts[number + FETCH_AHEAD]))
+            again = [i for i, answer in enumerate(answers) if _failed(answer)]
+            if again:
+                log.debug("storage: %d objects fetched again", len(again))
                 part = [paths[start + i] for i in again]
                 for index, blob in zip(again, _fetch_chunk(fs, part, urls[start]), strict=True):
-                    blobs[index] = blob
-            yield blobs
-    # (done, or the caller stopped early: either way the download's connections are closed)
-    if download.failure is not None:  # every object still arrived; but say why
-        log.warning("storage: bare downloads failed: %r", download.failure)
+                    answers[index] = blob
+            yield [None if isinstance(a, FileNotFoundError) else a for a in answers]
+    finally:  # done, or the caller stopped early (an error)
+        for future in pending:
+            future.cancel()
+        random.setstate(state)
+
+
+def _failed(answer: object) -> bool:
+    """Whether a `cat_ranges` answer is an error other than a missing object."""
+    return isinstance(answer, BaseException) and not isinstance(answer, FileNotFoundError)
 
 
 def read_files(paths: list[str]) -> list[bytes | None]:
@@ -128,7 +124,7 @@ def _fetch_chunk(fs: fsspec.AbstractFileSystem, paths: list[str], first_url: str
         failed = []
         for index, answer in zip(pending, got, strict=True):
             answers[index] = answer
-            if isinstance(answer, BaseException) and not isinstance(answer, FileNotFoundError):
+            if _failed(answer):
                 failed.append(index)
         pending = failed
         if failed:

@@ -20,14 +20,13 @@ import tensorflow as tf
 from job import fetching, storage
 from job.cache import Posters, PosterSink, no_rewrites
 from job.catalogue import Catalogue
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
 # JPEG decoding runs this many calls at once on a private pool of as many threads, each
-# call single-threaded, autotuning off. On 2 cores, decoding full-size, this decoded the
-# real posters in 1.3 s, against 1.7 s with tf.data's autotuned defaults, or 2.55 s in the
-# runs (about one in three) where those kept one thread busy; decoding at a JPEG scale,
-# 7,055-7,103 posters/s against 4,174-6,080 (scripts/bench_pipeline.py).
+# call single-threaded, autotuning off: faster and steadier than tf.data's autotuned
+# defaults, which at times kept a thread busy (docs/performance.md).
 DECODE_CALLS = 4 * len(os.sched_getaffinity(0))
 # Decompression-bomb guard: posters are 150x300; anything over 25 megapixels is refused.
 MAX_POSTER_PIXELS = 25_000_000
@@ -35,7 +34,7 @@ MAX_POSTER_PIXELS = 25_000_000
 DECODE_BATCH = 64
 # How posters become the model's input (decode_resized). A run records its own in
 # config.json (`poster_decoding`) and `predict` decodes as the run did: "full_bilinear"
-# was the only way until 2026-11-26, and runs from before record nothing.
+# was the only way at first, and runs from then record nothing.
 POSTER_DECODING = "scaled_area"
 FULL_SIZE_DECODING = "full_bilinear"  # config.TrainConfig.from_json's default for old runs
 POSTER_DECODINGS = (POSTER_DECODING, FULL_SIZE_DECODING)
@@ -56,9 +55,8 @@ def read_posters(
     all chunks flow through one decoding pipeline. From a local folder, tf.data reads the
     files itself in the decoding calls: no Python between file and decoder, and one
     listing of the folder says which posters exist (feeding the decoder from Python reads
-    instead made the first epoch slower: 0.79 of the raw decoding loop against 0.85, /tmp
-    script, 2026-11-26). Returns the films kept and their posters, uint8 (films, size,
-    size, 3), held as `cache` says.
+    instead made the first epoch slower). Returns the films kept and their posters, uint8
+    (films, size, size, 3), held as `cache` says.
     """
     urls = [storage.join(images_url, f"{film_id}.jpg") for film_id in catalogue.ids]
     found = np.zeros(len(urls), dtype=bool)
@@ -86,17 +84,21 @@ def read_posters(
         stream = decode_stream(fetched_chunks(), image_size, decoding=decoding)
     sink = PosterSink(cache, len(urls), image_size, cache_dir, decoding)
     good = np.zeros(len(urls), dtype=bool)
-    for indexes, images in stream:
-        good[indexes] = True
-        sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
+    with Progress("fetch and decode posters", len(urls)) as progress:
+        for indexes, images in stream:
+            good[indexes] = True
+            sink.add(images, [blobs_of.pop(i) for i in indexes] if cache == "none" else [])
+            if len(indexes):  # (in catalogue order: every film before this one is done)
+                progress.advance_to(int(indexes[-1]) + 1)
+        progress.advance_to(len(urls))
     catalogue = catalogue.drop(found, "no poster")
     return catalogue.drop(good[found], "poster not a readable JPEG"), sink.posters()
 
 
 def listed_files(folder: str) -> frozenset[str]:
-    """The names in `folder` (none if it is missing): one listing, not a look-up a film
-    (2 ms for the 5,332 real posters against 11 ms for os.path.isfile each). A missing
-    poster must not reach the decoder: its batch would fail and be decoded one by one."""
+    """The names in `folder` (none if it is missing): one listing is faster than a look-up
+    a film. A missing poster must not reach the decoder: its batch would fail and be
+    decoded one by one."""
     try:
         return frozenset(os.listdir(folder))
     except OSError:  # missing, not a folder, not readable: no posters there
@@ -115,9 +117,9 @@ def decode_stream(
 
     Each call of the parallel map reads (`files`) and decodes DECODE_BATCH posters (a map_fn
     inside it), so tf.data's per-element work (slicing the chunk, moving elements between
-    threads) is paid once a batch: one element a poster cost 0.1 s more on the 5,332 real
-    posters (scripts/bench_pipeline.py). A batch holding a corrupt poster fails as a whole;
-    the pipeline skips it and its posters are decoded one by one here, where it belonged.
+    threads) is paid once a batch, not once a poster. A batch holding a corrupt poster
+    fails as a whole; the pipeline skips it and its posters are decoded one by one here,
+    where it belonged.
     """
     taken: list[tuple[np.ndarray, np.ndarray] | None] = []  # the batches in pipeline order
 
@@ -169,8 +171,7 @@ def batches_from_python(
     batches: Iterator[tuple[np.ndarray, np.ndarray]], failed: list[Exception]
 ) -> tf.data.Dataset:
     """(indexes, JPEG bytes) batches made in Python as a tf.data source, one numpy_function
-    call a batch: 2.7 us of CPU a poster more than tensor slices of the same bytes, against
-    7.3 us through Dataset.from_generator (/tmp script, the real posters, 2026-11-26).
+    call a batch: less CPU a poster than Dataset.from_generator.
     What `batches` raises is put in `failed` and ends the source: raised in the pipeline,
     the decoding's ignore_errors (there for corrupt posters) took it for the end of the
     posters, and the films not fetched yet were dropped as having none."""
@@ -233,7 +234,7 @@ def decode_poster(blob: tf.Tensor, image_size: int, decoding: str = POSTER_DECOD
     """JPEG bytes -> (size, size, 3) uint8; fails on corrupt or oversized (bomb) posters."""
     shape = tf.image.extract_jpeg_shape(blob)  # (height, width, channels), from the header
     # A plain Assert with a constant message: assert_less_equal's message holds the
-    # tensors, which puts a cond in every poster's decoding (0.015 s more on 5,332 posters).
+    # tensors, which puts a cond in every poster's decoding.
     small = tf.debugging.Assert(
         tf.reduce_prod(tf.cast(shape[:2], tf.int64)) <= MAX_POSTER_PIXELS,
         ["poster over 25 megapixels"],
@@ -250,9 +251,9 @@ def decode_resized(
     "scaled_area": libjpeg decodes at 1/2, 1/4 or 1/8 of the size straight from the DCT
     coefficients, skipping most of the work; the poster is decoded at the smallest of these
     that keeps both sides at least `image_size`, then area-averaged down to it. For the
-    real 150x300 posters that is half size, then 75x150 -> 64x64: 255 us a poster on one
-    core here, against 400 us for a full decode and an antialiased bilinear resize (which
-    it differs from by 2.5 of 255 on average; README, "Accuracy": the same micro-F1).
+    real 150x300 posters that is half size, then 75x150 -> 64x64: much less work than a
+    full decode and an antialiased bilinear resize, which it barely differs from (the
+    same micro-F1: docs/accuracy.md).
     "full_bilinear": that full-size decode and antialiased bilinear resize.
     """
     if decoding not in POSTER_DECODINGS:

@@ -237,12 +237,6 @@ class Lock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
 
-    def __enter__(self) -> Lock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def _stamp() -> dict:
     return {"renewed": datetime.now(UTC).isoformat(timespec="seconds"), "renewed_unix": time.time()}

@@ -1,4 +1,5 @@
-"""Logging for a batch job: plain lines, or one JSON object a line for Cloud Logging.
+"""Logging for a batch job: plain lines, or one JSON object a line for Cloud Logging
+(https://cloud.google.com/logging/docs/structured-logging).
 
 Every line goes through `redact` (credentials, tokens, signed-URL signatures) and is one
 line: a record's traceback is reduced to its last line unless GENRE_JOB_DEBUG is set
@@ -7,6 +8,7 @@ line: a record's traceback is reduced to its last line unless GENRE_JOB_DEBUG is
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import re
 import sys
 
 MASK = "***"
+LABELS = "logging.googleapis.com/labels"  # Cloud Logging: the entry's labels
 # Order matters: whole private keys first, then credentials inside URLs, then name=value.
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # PEM private keys (a service-account key file's "private_key"), escaped or not.
@@ -64,14 +67,25 @@ def _debug() -> bool:
     return bool(os.environ.get("GENRE_JOB_DEBUG"))
 
 
+def rfc3339(created: float) -> str:
+    """A record's time as RFC 3339 UTC with milliseconds: 2026-12-05T01:02:03.456Z."""
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
+    """Cloud Logging's structured fields: severity, message, time; the run id
+    ($GENRE_JOB_RUN_ID) as a label, so one run's lines are one filter away."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "severity": record.levelname,
             "message": _message(record),
             "logger": record.name,
-            "time": self.formatTime(record),
+            "time": rfc3339(record.created),
         }
+        if os.environ.get("GENRE_JOB_RUN_ID"):
+            entry[LABELS] = {"run_id": os.environ["GENRE_JOB_RUN_ID"]}
         fields = getattr(record, "fields", {})
         entry.update(json.loads(redact(json.dumps(fields, default=str))))
         if _debug() and record.exc_info:

@@ -1,4 +1,4 @@
-"""The seed's two models, layer for layer, their fusion, and the exported inference models.
+"""The course notebook's two models, layer for layer, their fusion, the exported models.
 
 cnn:    poster (64, 64, 3) float32 in [0, 1] -> genre probabilities (genres,)
 lstm:   token ids (100,) int -> genre probabilities (genres,); exported with the
@@ -20,7 +20,7 @@ from job.config import TrainConfig
 def build_cnn(
     num_genres: int, image_size: int = 64, dropout: float = 0.2, dense_dropout: float = 0.5
 ) -> keras.Model:
-    """The seed's poster CNN: 3,464,601 parameters with 25 genres."""
+    """The notebook's poster CNN: 3,464,601 parameters with 25 genres."""
     conv = {"kernel_size": 3, "padding": "same", "activation": "relu"}
     poster = keras.Input((image_size, image_size, 3), name="Poster")
     x = layers.Conv2D(16, strides=2, name="Conv0", **conv)(poster)  # (32, 32, 16)
@@ -55,7 +55,7 @@ def build_lstm(
     dense_dropout: float = 0.8,
     dropout: float = 0.5,
 ) -> keras.Model:
-    """The seed's overview model: Embedding 256 -> BiLSTM 256 -> BiLSTM 128 -> Dense 128."""
+    """The notebook's overview model: Embedding 256 -> BiLSTM 256 -> BiLSTM 128 -> Dense 128."""
     tokens = keras.Input((sequence_length,), dtype="int64", name="Tokens")
     x = layers.Embedding(vocabulary_size, 256, mask_zero=True, name="Embedding")(tokens)
     x = layers.Bidirectional(
@@ -74,7 +74,7 @@ def build_lstm(
 
 
 def build_fusion(cnn: keras.Model, lstm: keras.Model, num_genres: int) -> keras.Model:
-    """Both seed models up to their last hidden layer, joined before one output layer."""
+    """Both notebook models up to their last hidden layer, joined before one output layer."""
     poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
     overview_features = keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview")
     poster = keras.Input(cnn.input.shape[1:], name="Poster")

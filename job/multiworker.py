@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from job import lock
-from job.callbacks import StopOnSignal, seed_schedule
+from job.callbacks import StopOnSignal, best_val_loss, learning_rate_schedule, log_epoch
 from job.config import TrainConfig
 from job.errors import SetupError, TrainingInterrupted
 from job.models import make_loss
@@ -116,7 +116,7 @@ def fit(
     weights, backup state and history.csv into `staging`, then calls `on_epoch_end()`."""
     loss_fn = make_loss(loss_weights, reduction="none")
     optimizer = model.optimizer
-    schedule = seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
+    schedule = learning_rate_schedule(learning_rate, config.constant_epochs, config.lr_decay)
     train_batches = strategy.experimental_distribute_dataset(train_set)
     validation_batches = strategy.experimental_distribute_dataset(validation_set)
     reduce = tf.distribute.ReduceOp.SUM
@@ -179,11 +179,7 @@ def fit(
         }
 
     history = staging / "history.csv"
-    best = (
-        min((float(r["val_loss"]) for r in csv.DictReader(history.open())), default=None)
-        if history.exists() and history.stat().st_size
-        else None
-    )
+    best = best_val_loss(staging)
     waited = 0  # epochs since the best val_loss (early stopping)
     for epoch in range(done, config.epochs):
         stop.on_epoch_begin(epoch)
@@ -205,14 +201,7 @@ def fit(
         (staging / "backup" / "training_metadata.json").write_text(
             json.dumps({"epoch": epoch + 1, "batch": 0})
         )
-        figures = " ".join(f"{k}={v:.4g}" for k, v in sorted(logs.items()))
-        log.info(
-            "epoch %d/%d %s seconds=%.1f",
-            epoch + 1,
-            config.epochs,
-            figures,
-            time.monotonic() - started,
-        )
+        log_epoch(epoch, config.epochs, logs, time.monotonic() - started)
         on_epoch_end()
         if config.early_stopping and waited >= config.early_stopping:
             log.info("early stopping: val_loss not better for %d epochs", waited)
@@ -228,8 +217,7 @@ def interrupted(signal_number: int | None, where: str) -> TrainingInterrupted:
         else "stopped with the other workers (one of them received SIGTERM)"
     )
     return TrainingInterrupted(
-        f"{cause} after {where}",
-        "rerun the same command to resume from the last finished epoch",
+        f"{cause} after {where}; rerun the same command to resume",
         exit_code=128 + (signal_number or signal.SIGTERM),
     )
 

@@ -13,8 +13,11 @@ import pandas as pd
 import tensorflow as tf
 
 from job import cache, catalogue, jpegs, storage
+from job.callbacks import PredictProgress
 from job.config import TrainConfig
 from job.errors import InputError, OutputError
+from job.features import posters_to_float
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +89,6 @@ def select(
     return films.subset(in_shard)
 
 
-def posters_to_float(inputs):
-    """A batch of a model's inputs with its uint8 posters as float32 in [0, 1]."""
-    if isinstance(inputs, dict):
-        return {name: posters_to_float(value) for name, value in inputs.items()}
-    return tf.cast(inputs, tf.float32) / 255.0 if inputs.dtype == tf.uint8 else inputs
-
-
 def predict(
     model_dir: str,
     data: str,
@@ -129,7 +125,12 @@ def predict(
     # would take 4x their 12 KB a film. No graph rewrites: they copy captured inputs.
     dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
     dataset = dataset.map(posters_to_float).with_options(cache.no_rewrites())
-    probs = model.predict(dataset, verbose=0) if len(films) else np.zeros((0, len(genres)))
+    probs = np.zeros((0, len(genres)))
+    if len(films):
+        with Progress("predict", len(films)) as progress:
+            probs = model.predict(
+                dataset, verbose=0, callbacks=[PredictProgress(progress, batch_size)]
+            )
     frame = predictions_frame(films.ids, probs, thresholds, genres, films.labels)
     target = storage.join(output, f"part-{shard_index:05d}.csv") if shard_count > 1 else output
     try:

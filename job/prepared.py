@@ -21,6 +21,7 @@ import tensorflow as tf
 from job import fetching, jpegs, storage
 from job.catalogue import Catalogue, read_catalogue
 from job.errors import InputError
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def write_prepared(
     shard_count = max(1, int(np.ceil(len(films) * per_film / SHARD_BYTES)))
     bounds = np.linspace(0, len(films), shard_count + 1).round().astype(int)
     shards = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, Progress("write films", len(films)) as progress:
         for shard in range(shard_count):
             name = f"films-{shard:05d}-of-{shard_count:05d}.tfrecord"
             local = Path(folder) / name
@@ -63,6 +64,7 @@ def write_prepared(
                     writer.write(
                         _example(films.ids[i], films.overviews[i], posters[i], films.labels[i])
                     )
+                    progress.advance(1)
             storage.write_bytes(storage.join(output, name), local.read_bytes())
             shards.append(name)
     manifest = {

@@ -30,6 +30,7 @@ from job import fetching, storage
 from job.catalogue import read_catalogue
 from job.config import CSV_NAME, IMAGES_NAME
 from job.errors import InputError
+from job.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -279,12 +280,17 @@ def write_report(
     films = load_films(run_url, data_url, ids, count, seed)
     history = _read_csv(storage.join(run_url, "history.csv"))
     metrics = _read_json(storage.join(run_url, "metrics.json"))
-    outputs = {
-        "examples.png": examples_png(films),
-        "examples.html": examples_html(films, run_url).encode("utf-8"),
-        "training.png": training_png(history),
-        "per_genre.png": per_genre_png(metrics),
+    renderers = {
+        "examples.png": lambda: examples_png(films),
+        "examples.html": lambda: examples_html(films, run_url).encode("utf-8"),
+        "training.png": lambda: training_png(history),
+        "per_genre.png": lambda: per_genre_png(metrics),
     }
+    outputs = {}  # all rendered before any is written: a failure leaves the run as it was
+    with Progress("render report", len(renderers), "files") as progress:
+        for name, render in renderers.items():
+            outputs[name] = render()
+            progress.advance(1)
     for name, data in outputs.items():
         storage.write_bytes(storage.join(run_url, name), data)
     log.info("report: %d films, written to %s", len(films), run_url)

@@ -258,16 +258,6 @@ def list_files(url: str) -> list[str]:
     return sorted(posixpath.relpath(path, root) for path in retrying("list", url, find))
 
 
-def remove_tree(url: str) -> None:
-    fs, path = filesystem(url)
-
-    def remove_all() -> None:
-        if _exists(fs, path):
-            fs.rm(path, recursive=True)
-
-    retrying("delete", url, remove_all)
-
-
 def download_tree(url: str, local_dir: Path, skip: Iterable[str] = ()) -> int:
     """Copy every file below `url` into `local_dir`; returns how many."""
     fs, root = filesystem(url)

@@ -32,7 +32,14 @@ from job import (
     storage,
 )
 from job.cache import cache_posters, choose_cache
-from job.callbacks import EpochLog, History, StopOnSignal, SyncToBucket, seed_schedule
+from job.callbacks import (
+    EpochLog,
+    History,
+    StopOnSignal,
+    SyncToBucket,
+    best_val_loss,
+    learning_rate_schedule,
+)
 from job.config import TrainConfig
 from job.embeddings import lsa_vectors
 from job.errors import InputError, OutputError, TrainingInterrupted
@@ -70,7 +77,7 @@ def precision_policy(config: TrainConfig) -> str:
 
     Unset, it is on with a GPU, and on a CPU with bfloat16 units (AMX / AVX512-BF16) for
     the cnn only: there the CNN trained 2x faster at the same micro-F1, while the LSTM
-    was 1.7x slower (README, "Accuracy").
+    was slower (docs/accuracy.md).
     """
     gpu = bool(tf.config.list_physical_devices("GPU"))
     wanted = config.mixed_precision
@@ -87,9 +94,11 @@ def cpu_has_bfloat16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Inputs, object]:
-    """The films with usable input for this model, their inputs and (lstm, fusion) the
-    vectorizer.
+def load_films(
+    config: TrainConfig,
+) -> tuple[catalogue.Catalogue, features.Inputs, object, np.ndarray]:
+    """The films with usable input for this model, their inputs, (lstm, fusion) the
+    vectorizer, and their split (catalogue.split_of).
 
     `--data` is a dataset root (CSV + Images/) or a `genre-job prepare` output (TFRecord
     shards with posters already decoded): the same films and inputs either way.
@@ -113,20 +122,18 @@ def load_films(config: TrainConfig) -> tuple[catalogue.Catalogue, features.Input
             )
             posters = cache_posters(posters, cache, config.cache_dir)  # memory: one tensor
     if config.model == "cnn":
-        return films, posters, None
+        return films, posters, None, config.split_of(films.ids)
     has_overview = films.has_overview()
     films = films.drop(has_overview, "no overview")
-    split = catalogue.split_of(
-        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
-    )
+    split = config.split_of(films.ids)
     train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
     if not train_texts:
         raise InputError(f"{config.data}: no training films with an overview")
     vectorizer = features.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
     tokens = features.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
     if config.model == "lstm":
-        return films, tokens, vectorizer
-    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer
+        return films, tokens, vectorizer, split
+    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer, split
 
 
 def routes(config: TrainConfig) -> dict[str, str]:
@@ -166,14 +173,6 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     if count:
         log.info("resuming %s: %d files restored, %d epochs done", config.output, count, done)
     return done
-
-
-def best_val_loss(staging: Path) -> float | None:
-    history = staging / "history.csv"
-    if not history.exists() or not history.read_text().strip():
-        return None
-    losses = [float(r["val_loss"]) for r in csv.DictReader(io.StringIO(history.read_text()))]
-    return min(losses) if losses else None
 
 
 def make_datasets(
@@ -260,7 +259,7 @@ def keras_callbacks(
         stop,
         keras.callbacks.BackupAndRestore(str(staging / "backup"), delete_checkpoint=False),
         keras.callbacks.LearningRateScheduler(
-            seed_schedule(learning_rate, config.constant_epochs, config.lr_decay)
+            learning_rate_schedule(learning_rate, config.constant_epochs, config.lr_decay)
         ),
         keras.callbacks.ModelCheckpoint(
             str(staging / "checkpoints" / "best.weights.h5"),
@@ -327,10 +326,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     keras.mixed_precision.set_global_policy(precision_policy(config))
     keras.utils.set_random_seed(config.seed)
 
-    films, inputs, vectorizer = load_films(config)
-    split = catalogue.split_of(
-        films.ids, config.seed, config.validation_fraction, config.evaluation_fraction
-    )
+    films, inputs, vectorizer, split = load_films(config)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)

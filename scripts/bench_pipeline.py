@@ -36,7 +36,7 @@ def main() -> None:
         return jpegs.decode_resized(blob, tf.image.extract_jpeg_shape(blob), size, decoding)
 
     def full_size_decode(blob: tf.Tensor) -> tf.Tensor:
-        """The usual way, and the job's until 2026-11-26: a full-size decode, then an
+        """The usual way, and the job's at first: a full-size decode, then an
         antialiased bilinear resize."""
         return decode(blob, jpegs.FULL_SIZE_DECODING)
 
@@ -96,8 +96,7 @@ def main() -> None:
         reads.append(read)
         first_cpu.append(cpu["first"][-1])
     touch_cpu = cpu["touch"][-ROUNDS:]  # (the measured first epochs')
-    # The limit is the faster of the two tight loops (batched: 7,065 posters/s against
-    # 5,570 a poster a call, 2026-11-26).
+    # The limit is the faster of the two tight loops (which one wins depends on the machine).
     raw = max(statistics.median(raws), statistics.median(batched_raws))
     first = statistics.median(firsts)
 
@@ -107,7 +106,7 @@ def main() -> None:
             pass
         return films / (time.perf_counter() - started)
 
-    # A later epoch takes 0.03-0.07 s: the median of ROUNDS of them (one swung 2x).
+    # A later epoch is short enough to swing widely: the median of ROUNDS of them.
     cached = statistics.median(later_epoch(training, kept) for _ in range(ROUNDS))
     # What the decoding threads are worth: the same loop with tf.data's autotuned defaults.
     defaults = statistics.median(raw_limit(tf_defaults=True) for _ in range(ROUNDS))

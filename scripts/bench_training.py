@@ -43,13 +43,13 @@ def main() -> None:
     kept, posters = jpegs.read_posters(films, str(root / "Images"), 64)
     posters = cache_posters(posters, "memory", None)  # as a run holds them
     texts = [o for o, t in zip(films.overviews, train, strict=True) if t]
-    # (name, model kind, settings): the seed's and the tuned recipe's overview model, and
+    # (name, model kind, settings): the notebook's and the tuned recipe's overview model, and
     # the GPU-side options measured on this CPU (bfloat16 compute, XLA).
     variants = [
         ("cnn", "cnn", {}),
         ("cnn_mixed_precision", "cnn", {"mixed": True}),
         ("cnn_jit_compile", "cnn", {"jit": True}),
-        ("lstm_seed", "lstm", {"sequence_length": 100, "recurrent_dropout": 0.2}),
+        ("lstm_notebook", "lstm", {"sequence_length": 100, "recurrent_dropout": 0.2}),
         ("lstm_tuned", "lstm", {"sequence_length": 64, "recurrent_dropout": 0.0}),
     ]
     for name, kind, settings in variants:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with the test extras and run the whole test suite (CPU only).
-# Works on a fresh machine with Python 3.11 and the package registries.
+# Create .venv with the test extras and run the whole test suite (CPU only); arguments go to
+# pytest: `scripts/test.sh -m "not slow"` is the quick tier (no training runs, benchmarks
+# or job subprocesses). Works on a fresh machine with Python 3.11 and the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +15,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
-"$VENV/bin/ruff" check job tests
+"$VENV/bin/ruff" check job tests scripts
 "$VENV/bin/python" -m pytest "$@"

@@ -13,7 +13,6 @@ import os
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -26,15 +25,14 @@ tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # benchlib: the test server, shared with benchmarks
-
-from benchlib import GcsServer, train_command  # noqa: E402, F401
+from support import train_command  # noqa: E402, F401
+from support.gcs_server import GcsServer  # noqa: E402
 
 from job import storage  # noqa: E402
 from job.cli import main  # noqa: E402
 from job.demo import write_demo_data  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(
     os.environ.get("GENRE_JOB_REAL_DATA", ROOT.parent / "shared/data/imdb-posters-overviews")
 )
@@ -77,7 +75,7 @@ def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory) -> str:
-    """fake-gcs-server on 127.0.0.1 for the whole session (scripts/benchlib.py)."""
+    """fake-gcs-server on 127.0.0.1 for the whole session (tests/support/gcs_server.py)."""
     with GcsServer(tmp_path_factory.mktemp("gcs")) as server:
         os.environ["STORAGE_EMULATOR_HOST"] = server.url
         yield server.url

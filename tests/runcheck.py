@@ -18,6 +18,8 @@ RUN_FILES = [
     "config.json",
     "history.csv",
     "model.keras",
+    "saved_model/saved_model.pb",
+    "saved_model/variables/variables.index",
     "thresholds.json",
     "metrics.json",
     "predictions.csv",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import DEMO_FILMS, LSTM_FAST
-from faultproxy import FaultProxy
 from PIL import Image
+from support.faultproxy import FaultProxy
 
 CSV = "IMDB_overview_genres.csv"
 
@@ -291,7 +291,19 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("case, model, breaks, expected", TABLE, ids=[row[0] for row in TABLE])
+# A case the run must survive through a whole train trains for an epoch: slow; the others
+# are counted through the reader or stop before training.
+CASES = [
+    pytest.param(
+        *row,
+        id=row[0],
+        marks=[pytest.mark.slow] if isinstance(row[3], Skips) and row[3].train else [],
+    )
+    for row in TABLE
+]
+
+
+@pytest.mark.parametrize("case, model, breaks, expected", CASES)
 def test_bad_input(
     case, model, breaks, expected, demo_dir, tmp_path, cli, request, monkeypatch, caplog
 ):
@@ -309,7 +321,7 @@ def test_bad_input(
         from job.training import load_films
 
         with caplog.at_level(logging.WARNING):
-            kept, _, _ = load_films(TrainConfig(model, where.data, where.output))
+            kept, *_ = load_films(TrainConfig(model, where.data, where.output))
         assert {k: v for k, v in kept.dropped.items() if v} == expected.dropped
         assert len(kept) == films - sum(expected.dropped.values())
         for reason, count in expected.dropped.items():  # and logged

@@ -11,7 +11,9 @@ import sys
 import pytest
 from conftest import ROOT, scaled
 
-TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "lstm_tuned")
+pytestmark = pytest.mark.slow  # runs every benchmark script
+
+TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_notebook", "lstm_tuned")
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,10 @@ TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_seed", "
                 "gcs_server_20ms_vs_local",
                 "gcs_server_20ms_vs_local_cap",
                 "gcs_server_20ms_vs_plain",
+                *(f"gcs_server_20ms_ahead_{ahead}" for ahead in (1, 2, 4, 8, 16)),
+                "train_local_folder",
+                "train_gcs_server_20ms",
+                "train_gcs_server_20ms_vs_local",
                 "prepared_20ms",
                 "prepared_20ms_vs_local",
                 "isolated_local_folder",
@@ -89,7 +95,7 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=scaled(300),
+        timeout=scaled(600),
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -112,7 +118,7 @@ def test_latency_proxy_delays_each_request_and_passes_bytes_intact(gcs_server, b
     import http.client
     import time
 
-    from benchlib import LatencyProxy
+    from support.gcs_server import LatencyProxy
 
     from job import storage
 

@@ -13,6 +13,8 @@ import subprocess
 import pytest
 from conftest import ROOT, scaled, train_command
 
+pytestmark = pytest.mark.slow  # the job as a subprocess, two epochs
+
 
 @pytest.fixture
 def small_disk(tmp_path):

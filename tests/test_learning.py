@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import LSTM_FAST
 
+pytestmark = pytest.mark.slow  # trains for several epochs
+
 SETTINGS = {  # a few epochs at a learning rate that suits the tiny demo set
     "cnn": ["--epochs", "10", "--learning-rate", "1e-3", "--batch-size", "8"],
     "lstm": ["--epochs", "8", "--learning-rate", "3e-3", "--batch-size", "16", *LSTM_FAST],

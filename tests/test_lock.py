@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from job import lock, storage
 from job.errors import OutputError

@@ -1,4 +1,4 @@
-"""The seed's layers, exactly: names, output shapes, parameter counts."""
+"""The notebook's layers, exactly: names, output shapes, parameter counts."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ CNN_LAYERS = [  # name, output shape without the batch axis
 ]
 
 
-def test_cnn_is_the_seeds():
+def test_cnn_is_the_notebooks():
     model = build_cnn(25)
 
     assert [(layer.name, tuple(layer.output.shape[1:])) for layer in model.layers] == CNN_LAYERS
@@ -52,7 +52,7 @@ def test_cnn_is_the_seeds():
     assert model.get_layer("Output").activation.__name__ == "sigmoid"
 
 
-def test_lstm_is_the_seeds():
+def test_lstm_is_the_notebooks():
     model = build_lstm(25, vocabulary_size=10_000, sequence_length=100)
 
     embedding = model.get_layer("Embedding")
@@ -70,7 +70,7 @@ def test_lstm_is_the_seeds():
     assert model.count_params() == 4_303_129
 
 
-def test_fusion_joins_both_seed_models_before_one_output():
+def test_fusion_joins_both_notebook_models_before_one_output():
     cnn, lstm = build_cnn(25), build_lstm(25, vocabulary_size=10_000, sequence_length=100)
     cnn_params, lstm_params = cnn.count_params(), lstm.count_params()
 
@@ -78,7 +78,7 @@ def test_fusion_joins_both_seed_models_before_one_output():
 
     assert sorted(model.input) == ["Poster", "Tokens"]
     assert tuple(model.get_layer("Joined").output.shape[1:]) == (1024 + 128,)
-    # Each branch is its seed model without its output layer; one new output on both.
+    # Each branch is its notebook model without its output layer; one new output on both.
     branch = model.get_layer("poster")
     assert [layer.name for layer in branch.layers] == [name for name, _ in CNN_LAYERS[:-1]]
     assert model.get_layer("overview").layers[-1].name == "Drop"
@@ -86,28 +86,35 @@ def test_fusion_joins_both_seed_models_before_one_output():
     assert model.count_params() == expected
 
 
-def test_recipes_seed_is_the_notebooks_and_flags_override():
-    seed = TrainConfig(model="lstm", data="d", output="o", recipe="seed")
-    assert (seed.epochs, seed.learning_rate, seed.constant_epochs, seed.lr_decay) == (
-        20,
-        1e-4,
-        10,
+def test_recipe_notebook_is_the_notebooks_and_flags_override():
+    notebook = TrainConfig(model="lstm", data="d", output="o", recipe="notebook")
+    assert (notebook.epochs, notebook.learning_rate, notebook.constant_epochs) == (20, 1e-4, 10)
+    assert (notebook.lr_decay, notebook.sequence_length, notebook.recurrent_dropout) == (
         0.01,
+        100,
+        0.2,
     )
-    assert (seed.sequence_length, seed.recurrent_dropout, seed.early_stopping) == (100, 0.2, 0)
-    assert (seed.lstm_dropout, seed.lstm_dense_dropout, seed.class_weight) == (0.5, 0.8, "none")
-    assert (seed.embedding_init, seed.mixed_precision, seed.augment) == ("random", False, True)
-    assert TrainConfig(model="cnn", data="d", output="o", recipe="seed").epochs == 40
+    assert (notebook.early_stopping, notebook.lstm_dropout, notebook.lstm_dense_dropout) == (
+        0,
+        0.5,
+        0.8,
+    )
+    assert (notebook.class_weight, notebook.embedding_init) == ("none", "random")
+    assert (notebook.mixed_precision, notebook.augment) == (False, True)
+    assert TrainConfig(model="cnn", data="d", output="o", recipe="notebook").epochs == 40
+    # "seed", the recipe's old name, is the same recipe (and a run recorded with it loads).
+    seed = TrainConfig(model="lstm", data="d", output="o", recipe="seed")
+    assert seed == notebook and seed.recipe == "notebook"
     tuned = TrainConfig(model="lstm", data="d", output="o", learning_rate=0.05, early_stopping=0)
     assert (tuned.recipe, tuned.learning_rate, tuned.early_stopping) == ("tuned", 0.05, 0)
     assert (tuned.lr_decay, tuned.embedding_init) == (TUNED_RECIPE["lr_decay"], "lsa")
-    # The cnn's tuned values: the seed's schedule to the end, mixed precision left to measure.
+    # The cnn's tuned values: the notebook's schedule to the end, mixed precision left to measure.
     cnn = TrainConfig(model="cnn", data="d", output="o")
     assert (cnn.learning_rate, cnn.early_stopping, cnn.epochs) == (1e-4, 0, 40)
     assert cnn.mixed_precision is None
-    # Seed layers under the seed recipe: exactly the models asserted above.
+    # The notebook's layers under its recipe: exactly the models asserted above.
     vocabulary = keras.layers.TextVectorization(vocabulary=["a", "b"])
-    rebuilt = build_for(seed, 25, vocabulary)
+    rebuilt = build_for(notebook, 25, vocabulary)
     assert rebuilt.get_layer("BiLSTM1").forward_layer.recurrent_dropout == 0.2
     assert rebuilt.get_layer("Drop").rate == 0.8
 

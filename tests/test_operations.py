@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import copy_tree
 
 from job import storage
 
 
+@pytest.mark.slow
 def test_json_logs_one_object_per_line_with_epoch_fields(demo_dir, tmp_path, cli):
     result = cli(
         "--log-format",
@@ -36,6 +38,7 @@ def test_json_logs_one_object_per_line_with_epoch_fields(demo_dir, tmp_path, cli
     assert any("outputs written to" in e["message"] for e in ours)
 
 
+@pytest.mark.slow
 def test_output_defaults_to_vertex_ai_model_dir(demo_dir, tmp_path, cli, monkeypatch):
     data = f"memory://{tmp_path.name}/data"
     copy_tree(demo_dir, data)
@@ -58,6 +61,7 @@ def test_missing_output_is_a_usage_error(demo_dir, cli, monkeypatch):
     assert "Missing option '--output'" in result.stderr
 
 
+@pytest.mark.slow
 def test_vertex_ai_checkpoint_and_tensorboard_dirs(demo_dir, tmp_path, cli, monkeypatch):
     root = f"memory://{tmp_path.name}"
     data = f"{root}/data"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from runcheck import check_run
 
 from job.catalogue import read_catalogue, split_of
@@ -26,6 +27,7 @@ def test_real_catalogue_reads_as_it_is(real_data):
     assert 0.77 < share["train"] < 0.83 and 0.08 < share["evaluation"] < 0.12
 
 
+@pytest.mark.slow
 def test_each_model_trains_on_a_sample_of_real_films(real_data, tmp_path, cli):
     frame = pd.read_csv(real_data / "IMDB_overview_genres.csv", dtype=str, keep_default_na=False)
     sample = tmp_path / "sample"

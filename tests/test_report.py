@@ -32,6 +32,8 @@ from job.report import (
     write_report,
 )
 
+pytestmark = pytest.mark.slow  # trains the runs it reports on
+
 REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
 
 

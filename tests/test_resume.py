@@ -18,6 +18,8 @@ from runcheck import assert_exports_the_best_epoch, check_run, read_csv
 
 from job import storage
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes subprocesses
+
 EPOCHS = 6
 # val_loss on the demo films goes down for four epochs, then up: the best epoch is one
 # finished before the signal, and the resumed epochs must not replace it.

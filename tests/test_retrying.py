@@ -11,7 +11,7 @@ import fastbackoff
 import gcsfs
 import gcsfs.retry
 import pytest
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from job import storage
 

@@ -47,6 +47,7 @@ def leaks(text: str) -> list[str]:
     return [needle for needle in NEEDLES if needle in text]
 
 
+@pytest.mark.slow
 def test_successful_run_writes_and_logs_no_secret(demo_dir, tmp_path):
     output = tmp_path / "run"
     result = run_cli(
@@ -72,6 +73,7 @@ def test_successful_run_writes_and_logs_no_secret(demo_dir, tmp_path):
         ),
     ],
 )
+@pytest.mark.slow  # the job as a subprocess, through its storage retries
 def test_errors_name_the_url_without_its_secrets(data, code, tmp_path, gcs_server, monkeypatch):
     monkeypatch.setenv("GENRE_JOB_STORAGE_RETRY_S", "3")  # one retry: its log line too
     result = run_cli("train", "--model", "cnn", "--data", data, "--output", str(tmp_path / "r"))

@@ -18,9 +18,11 @@ import uuid
 
 import pytest
 from conftest import ROOT, copy_tree, scaled
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 from job import storage
+
+pytestmark = pytest.mark.slow  # trains as subprocesses through a faulty proxy
 
 # Files of a run that must not depend on how many retries it took.
 SAME = ["predictions.csv", "thresholds.json", "metrics.json", "history.csv"]

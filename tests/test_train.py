@@ -26,6 +26,7 @@ def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("model", ["cnn", "lstm"])
+@pytest.mark.slow
 def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
     data, output = f"{bucket}/imdb", f"{bucket}/runs/{model}-001"
     copy_tree(demo_dir, data)
@@ -61,6 +62,7 @@ def assert_export_reproduces_run(output: str, predicted: str, films: int) -> Non
     assert same["predicted_genres"].tolist() == evaluation["predicted_genres"].tolist()
 
 
+@pytest.mark.slow
 def test_fusion_reads_posters_and_overviews(demo_dir, tmp_path, cli):
     data, output, predicted = (str(tmp_path / name) for name in ("data", "run", "all.csv"))
     copy_tree(demo_dir, data)
@@ -76,7 +78,10 @@ def test_fusion_reads_posters_and_overviews(demo_dir, tmp_path, cli):
     assert_export_reproduces_run(output, predicted, config["run"]["films_used"])
 
 
-@pytest.mark.parametrize("where, model", [("memory", "cnn"), ("local", "lstm")])
+# The quick tier's one training run is the cnn's (the lstm's epoch is slower).
+@pytest.mark.parametrize(
+    "where, model", [("memory", "cnn"), pytest.param("local", "lstm", marks=pytest.mark.slow)]
+)
 def test_train_on_memory_and_local_folders(where, model, demo_dir, tmp_path, cli):
     root = f"memory://{tmp_path.name}" if where == "memory" else str(tmp_path)
     data, output = f"{root}/data", f"{root}/runs/run-1"
@@ -99,6 +104,7 @@ def cnn_run(demo_dir, tmp_path_factory) -> tuple[str, Path]:
     return str(demo_dir), output
 
 
+@pytest.mark.slow
 def test_predict_ids_and_unlabelled_data(cnn_run, demo_dir, tmp_path, cli):
     _, output = cnn_run
     catalogue = pd.read_csv(demo_dir / "IMDB_overview_genres.csv", dtype=str)
@@ -125,6 +131,7 @@ def test_predict_ids_and_unlabelled_data(cnn_run, demo_dir, tmp_path, cli):
     assert "true_genres" not in predictions.columns
 
 
+@pytest.mark.slow
 def test_predict_decodes_posters_as_the_run_recorded(cnn_run, tmp_path, cli):
     """config.json records how the run decoded posters; predict decodes them the same way,
     full-size for runs from before that was recorded, and refuses a way it does not know."""
@@ -183,6 +190,7 @@ def test_predict_from_a_folder_that_is_not_a_finished_run(demo_dir, tmp_path, bu
     assert not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.slow
 def test_sharded_predict_merges_to_single_predict(cnn_run, tmp_path, cli):
     data, output = cnn_run
     single = tmp_path / "single.csv"
@@ -236,6 +244,7 @@ def test_sharded_predict_merges_to_single_predict(cnn_run, tmp_path, cli):
     np.testing.assert_allclose(merged[probs], whole[probs], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
     data, output = str(tmp_path / "data"), tmp_path / "run"
     copy_tree(demo_dir, data)
@@ -260,6 +269,7 @@ def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
     assert json.loads((output / "config.json").read_text())["seed"] == 7
 
 
+@pytest.mark.slow
 def test_prepared_dataset_gives_the_same_predictions(demo_dir, bucket, cli):
     model = "cnn"  # the poster path is the one prepare changes (overviews are copied)
     data, prepared = f"{bucket}/imdb", f"{bucket}/imdb-prepared"
@@ -285,6 +295,7 @@ def test_prepared_dataset_gives_the_same_predictions(demo_dir, bucket, cli):
     np.testing.assert_allclose(raw[probs], prep[probs], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
     data = str(tmp_path / "data")
     copy_tree(demo_dir, data)
@@ -313,6 +324,7 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
         ("lstm", [], "float32"),  # the default on a CPU: bfloat16 made the LSTM slower
     ],
 )
+@pytest.mark.slow
 def test_gpu_options_on_the_cpu(model, flags, policy, demo_dir, tmp_path, cli):
     """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
     XLA; unset, mixed precision is on for the cnn where the CPU has bfloat16 units."""

@@ -29,8 +29,8 @@ FAULTS = ("503", "429", "reset", "reset_after")
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    # The job opens 128-1,024 connections at once (job/http_get.py); with socketserver's
-    # backlog of 5, the rest waited for SYN retransmissions (1, 3, 7... s).
+    # Clients open many connections at once; with socketserver's backlog of 5, the rest
+    # would wait for SYN retransmissions (1, 3, 7... s).
     request_queue_size = 1024
 
     def handle_error(self, request, client_address) -> None:
