@@ -105,7 +105,7 @@ def test_storage_down_mid_run_stops_cleanly_and_keeps_the_last_epoch(films, gcs_
     metadata = json.loads(storage.read_bytes(f"{output}/backup/training_metadata.json"))
     assert metadata["epoch"] == 1
     history = storage.read_bytes(f"{output}/history.csv").decode().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0"]
+    assert [line.split(",")[0] for line in history[1:]] == ["1"]  # (1-based, as the log)
     assert storage.exists(f"{output}/checkpoints/last.weights.h5")
     assert storage.exists(f"{output}/backup/latest.weights.h5")
     assert not storage.exists(f"{output}/_SUCCESS")
