@@ -28,10 +28,11 @@ SCHEDULE = [
     "--class-weight", "none", "--early-stopping", "0", "--batch-size", "16",
 ]  # fmt: skip
 STOP_AFTER = 4  # epochs finished when the signal is sent
+KILLED_EPOCHS = 4  # the SIGKILL test: three kills, then the last run
 
 
-def start_training(data: str, output: str, *extra: str) -> subprocess.Popen:
-    command = train_command("cnn", data, output, "--epochs", str(EPOCHS), *extra)
+def start_training(data: str, output: str, *extra: str, epochs: int = EPOCHS) -> subprocess.Popen:
+    command = train_command("cnn", data, output, "--epochs", str(epochs), *extra)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -144,7 +145,7 @@ def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
     copy_tree(demo_dir, data)
 
     for kill in range(1, 4):
-        process = start_training(data, str(output), "--batch-size", "4")
+        process = start_training(data, str(output), "--batch-size", "4", epochs=KILLED_EPOCHS)
         deadline = time.monotonic() + scaled(300)
         while finished_epochs(output) < kill and process.poll() is None:
             assert time.monotonic() < deadline, "no epoch finished in time"
@@ -154,9 +155,9 @@ def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
         assert finished_epochs(output) >= kill
         assert not (output / "_SUCCESS").exists()
 
-    last = start_training(data, str(output), "--batch-size", "4")
+    last = start_training(data, str(output), "--batch-size", "4", epochs=KILLED_EPOCHS)
     log, _ = last.communicate(timeout=scaled(600))
 
     assert last.returncode == 0, log
-    assert json.loads((output / "config.json").read_text())["epochs"] == EPOCHS
-    check_run(str(output), "cnn", epochs=EPOCHS)
+    assert json.loads((output / "config.json").read_text())["epochs"] == KILLED_EPOCHS
+    check_run(str(output), "cnn", epochs=KILLED_EPOCHS)
