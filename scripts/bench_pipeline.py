@@ -21,7 +21,8 @@ from job.data import pipeline, poster_decoding
 from job.data.cache import cache_posters
 from job.data.catalogue import read_catalogue
 
-ROUNDS = 3  # raw and first epoch alternate; each figure is the median of its rounds
+# raw and first epoch alternate; each figure is the median of its rounds
+ROUNDS = benchlib.rounds(3)
 
 
 def main() -> None:

@@ -31,12 +31,13 @@ from job.data.catalogue import read_catalogue
 from job.storage import fetching
 
 CSV = "IMDB_overview_genres.csv"
-ROUNDS = 3  # the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
+# the local, bucket and bucket + 20 ms pipelines: each the median of 3 runs
+ROUNDS = benchlib.rounds(3)
 # The isolated figures: the median of 5 runs each (their ratios swing more than the others').
-ISOLATED_ROUNDS = 5
+ISOLATED_ROUNDS = benchlib.rounds(5)
 AHEADS = (1, 2, 4, 8, 16)  # fetching.FETCH_AHEAD values measured behind the 20 ms proxy
 TRAIN_EPOCHS = "2"  # end to end: a first epoch that fetches, one from the decoded cache
-TRAIN_ROUNDS = 2  # local and bucket runs alternate; the median of each
+TRAIN_ROUNDS = benchlib.rounds(2)  # local and bucket runs alternate; the median of each
 
 
 def posters_per_s(data: str) -> tuple[float, int, float]:

@@ -23,6 +23,12 @@ from support import train_command  # noqa: E402, F401
 from support.gcs_server import GcsServer, LatencyProxy, use_storage_endpoint  # noqa: E402, F401
 
 
+def rounds(default: int) -> int:
+    """Rounds a figure is the median of; $GENRE_JOB_BENCH_ROUNDS overrides (the tests run
+    one round: they check the figures, not the speed)."""
+    return int(os.environ.get("GENRE_JOB_BENCH_ROUNDS", default))
+
+
 def emit(benchmark: str, figure: str, value: float, unit: str, **details) -> dict:
     """Prints one JSON line for a figure (and returns it)."""
     line = {

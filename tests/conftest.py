@@ -40,6 +40,24 @@ REAL_DATA = Path(
 DEMO_FILMS = 160
 # Demo overviews are about 15 words: 24 tokens keep them whole and the LSTM 4x faster.
 LSTM_FAST = ["--sequence-length", "24", "--max-tokens", "2000"]
+# Every wait of the suite (subprocess timeouts, log-line deadlines, pytest-timeout's per-test
+# limit) is multiplied by this: a machine slower than the ones the limits were set on
+# raises it rather than failing tests that would pass given the time.
+TIMEOUT_SCALE = float(os.environ.get("GENRE_JOB_TEST_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A wait in seconds, for this machine (GENRE_JOB_TEST_TIMEOUT_SCALE)."""
+    return seconds * TIMEOUT_SCALE
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """pytest-timeout's per-test limit (pyproject.toml's `timeout`), scaled like the rest."""
+    limit = float(config.getini("timeout") or 0)
+    if limit and TIMEOUT_SCALE != 1:
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(scaled(limit)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,13 @@ class Fails:
 
 @dataclass
 class Skips:
-    """Exit 0; config.json counts exactly these drops (empty: every film kept)."""
+    """Exit 0; config.json counts exactly these drops (empty: every film kept).
+
+    Counted through the reader (training.load_films: what train reads before it trains)
+    unless `train`: then through a whole one-epoch `genre-job train`."""
 
     dropped: dict[str, int] = field(default_factory=dict)
+    train: bool = False
 
 
 @dataclass
@@ -257,7 +262,12 @@ TABLE = [
     # posters
     ("missing poster", "cnn", missing_poster, Skips({"no poster": 1})),
     ("no posters at all", "cnn", lambda c: shutil.rmtree(c.root / "Images"), Fails(3, NO_TRAIN)),
-    ("unreadable posters", "cnn", posters(BAD_POSTERS), Skips({UNREADABLE: len(BAD_POSTERS)})),
+    (
+        "unreadable posters",
+        "cnn",
+        posters(BAD_POSTERS),
+        Skips({UNREADABLE: len(BAD_POSTERS)}, train=True),
+    ),
     ("grayscale, CMYK, 1x1 JPEGs, PNG, GIF", "cnn", posters(ODD_JPEGS), Skips({})),
     ("10000x10000 JPEG (bomb)", "cnn", posters([BOMB]), Skips({UNREADABLE: 1})),
     # where the data is and where the run goes
@@ -283,21 +293,42 @@ TABLE = [
 ]
 
 
-# A case the run must survive trains for an epoch: slow; a refused one stops before training.
+# A case the run must survive through a whole train trains for an epoch: slow; the others
+# are counted through the reader or stop before training.
 CASES = [
-    pytest.param(*row, id=row[0], marks=[pytest.mark.slow] if isinstance(row[3], Skips) else [])
+    pytest.param(
+        *row,
+        id=row[0],
+        marks=[pytest.mark.slow] if isinstance(row[3], Skips) and row[3].train else [],
+    )
     for row in TABLE
 ]
 
 
 @pytest.mark.parametrize("case, model, breaks, expected", CASES)
-def test_bad_input(case, model, breaks, expected, demo_dir, tmp_path, cli, request, monkeypatch):
+def test_bad_input(
+    case, model, breaks, expected, demo_dir, tmp_path, cli, request, monkeypatch, caplog
+):
     root = tmp_path / "data"
     shutil.copytree(demo_dir, root)
     where = Case(str(root), str(tmp_path / "run"), root, request, monkeypatch)
     breaks(where)
     fast = LSTM_FAST if model == "lstm" else []
     args = ["train", "--model", model, "--data", where.data, "--output", where.output]
+    if isinstance(expected, Skips):
+        films = len(pd.read_csv(root / CSV, dtype=str, keep_default_na=False))
+        assert films >= DEMO_FILMS
+    if isinstance(expected, Skips) and not expected.train:
+        from job.config import TrainConfig
+        from job.train.run import load_films
+
+        with caplog.at_level(logging.WARNING):
+            kept, *_ = load_films(TrainConfig(model, where.data, where.output))
+        assert {k: v for k, v in kept.dropped.items() if v} == expected.dropped
+        assert len(kept) == films - sum(expected.dropped.values())
+        for reason, count in expected.dropped.items():  # and logged
+            assert f"dropped {count} films: {reason}" in caplog.text
+        return
 
     result = cli(*args, *fast, "--epochs", "1", "--batch-size", "8")
 
@@ -313,11 +344,9 @@ def test_bad_input(case, model, breaks, expected, demo_dir, tmp_path, cli, reque
     assert result.exit_code == 0, result.output
     run = json.loads(Path(where.output, "config.json").read_text())["run"]
     assert {k: v for k, v in run["films_dropped"].items() if v} == expected.dropped
-    films = len(pd.read_csv(root / CSV, dtype=str, keep_default_na=False))
     assert run["films_used"] == films - sum(expected.dropped.values())
     for reason, count in expected.dropped.items():  # and logged
         assert f"dropped {count} films: {reason}" in result.output
-    assert films >= DEMO_FILMS
 
 
 # Each poster kind alone, through the decoder (no training): kept (True) or dropped.

@@ -6,16 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from job.data.cache import MEMORY_SHARE, available_memory, choose_cache
+from job.data import cache as job_cache
+from job.data.cache import available_memory, choose_cache
 
 
-def test_auto_keeps_posters_in_memory_while_they_fit_in_its_share():
-    films, size = 10_000, 64
-    needed = films * size * size * 3  # 123 MB of uint8 posters
+def test_auto_keeps_posters_in_memory_while_they_fit_in_half_the_memory():
+    films, size = 10_000, 64  # 122,880,000 bytes of uint8 posters: half of 245,760,000
 
-    assert choose_cache("auto", films, size, available=int(needed / MEMORY_SHARE)) == "memory"
-    assert choose_cache("auto", films, size, available=int(needed / MEMORY_SHARE) - 1) == "disk"
+    assert choose_cache("auto", films, size, available=245_760_000) == "memory"
+    assert choose_cache("auto", films, size, available=245_759_999) == "disk"
     assert choose_cache("auto", films, size, available=0) == "disk"
 
 
@@ -31,6 +32,37 @@ def test_available_memory_is_at_most_what_the_host_has_available():
     available = available_memory()
 
     assert 0 < available <= host * 1.1  # measured a moment apart: the host's figure moves
+
+
+@pytest.mark.parametrize(
+    "version, limit, usage, left",
+    [
+        ("v2", "300000000", "100000000", 200_000_000),  # a pod's limit, less than the host's
+        ("v1", "300000000", "100000000", 200_000_000),
+        ("v2", "300000000", "400000000", 0),  # over the limit already
+        ("v2", "max", "100000000", None),  # no limit: the host's figure
+    ],
+)
+def test_a_containers_memory_limit_bounds_what_is_available(
+    version, limit, usage, left, tmp_path, monkeypatch
+):
+    files = (tmp_path / "memory.max", tmp_path / "memory.current")
+    files[0].write_text(limit + "\n")
+    files[1].write_text(usage + "\n")
+    absent = (str(tmp_path / "none-a"), str(tmp_path / "none-b"))
+    found = (str(files[0]), str(files[1]))
+    monkeypatch.setattr(
+        job_cache, "CGROUP_MEMORY", (found, absent) if version == "v2" else (absent, found)
+    )
+    host = job_cache.host_memory_available()
+    assert host > 300_000_000  # (else the limit would not be the smaller)
+
+    available = available_memory()
+
+    if left is None:
+        assert abs(available - host) < host * 0.1  # measured a moment apart
+    else:
+        assert available == left
 
 
 def resident_mb() -> float:

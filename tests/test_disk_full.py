@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, train_command
+from conftest import ROOT, scaled, train_command
 
 pytestmark = pytest.mark.slow  # the job as a subprocess, two epochs
 
@@ -44,7 +44,7 @@ def test_a_full_staging_disk_is_one_line_with_a_fix(demo_dir, tmp_path, small_di
         env={**os.environ, "TMPDIR": str(small_disk)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
     assert result.returncode == 1, result.stderr[-3000:]

@@ -16,6 +16,7 @@ SETTINGS = {  # a few epochs at a learning rate that suits the tiny demo set
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "lstm"])
 def test_two_replicas_learn_better_than_label_prior(model, demo_dir, tmp_path, cli):
     output = tmp_path / "run"

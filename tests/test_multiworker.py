@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, copy_tree, train_command
+from conftest import ROOT, copy_tree, scaled, train_command
+from runcheck import check_values
 
 from job.errors import SetupError, TrainingInterrupted
 from job.train import multiworker
@@ -52,7 +53,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
                 text=True,
             )
         )
-    logs = [process.communicate(timeout=600)[0] for process in processes]
+    logs = [process.communicate(timeout=scaled(600))[0] for process in processes]
 
     assert [p.returncode for p in processes] == [0, 0], "\n".join(logs)
     assert "MultiWorkerMirroredStrategy with 2 replicas" in logs[0], logs[0]
@@ -65,8 +66,7 @@ def test_two_workers_train_and_only_the_chief_writes(demo_dir, tmp_path):
     assert (output / "_SUCCESS").exists() and (output / "model.keras").exists()
     for side in ("train", "validation"):
         assert list((output / "tensorboard" / side).glob("events.out.tfevents*"))
-    predictions = pd.read_csv(output / "predictions.csv")
-    assert len(predictions) == config["run"]["split_sizes"]["evaluation"]
+    check_values(str(output), config)  # predictions, genres, scores: against the CSV
     assert f"worker done; the chief writes the outputs to {output}" in logs[1]
     # The worker's scratch folder (its own copies) and both stagings were removed.
     assert not list(tmp_path.glob("genre-job-*"))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import LSTM_FAST, ROOT, copy_tree
+from conftest import LSTM_FAST, ROOT, copy_tree, scaled
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
@@ -166,7 +166,7 @@ def test_baseline_scripts_print_their_scores(script, demo_dir):
         [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         cwd=ROOT,
     )
 

@@ -4,7 +4,9 @@ It forwards every request to `upstream` and, on a share of them chosen by a seed
 generator, answers 503 or 429 itself, or resets the connection (TCP RST) before or after
 the request reached the server. `mode = "down"` answers 503 to everything (a permanent
 outage); `forbid_writes` answers 403 to uploads and deletes below a prefix (an output the
-job may not write). Counters say what it did. Listens on 127.0.0.1 only.
+job may not write); `fail_first` answers 503 to the first n requests for an object, then
+forwards; `stall` holds the first n GETs of an object for some seconds before answering (a
+stalled read). Counters say what it did. Listens on 127.0.0.1 only.
 
     with FaultProxy(upstream, rates={"503": 0.1, "429": 0.05, "reset": 0.1}) as proxy:
         env["STORAGE_EMULATOR_HOST"] = proxy.url
@@ -57,6 +59,11 @@ class FaultProxy:
         self.down_after_write: str | None = None  # go "down" once this object is written
         # (path part, n): GETs of paths holding the part get 503 after the first n of them
         self.fail_reads_after: tuple[str, int] | None = None
+        # (path part, n): the first n requests of paths holding the part get 503
+        self.fail_first: tuple[str, int] | None = None
+        # (path part, n, seconds): the first n GETs of such paths wait that long first
+        self.stall: tuple[str, int, float] | None = None
+        self._closing = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -66,6 +73,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()  # ends any stall
         self._server.shutdown()
         self._server.server_close()
 
@@ -91,6 +99,14 @@ class FaultProxy:
         with self._lock:
             self.counts["reads"] += 1
             return self.counts["reads"] > self.fail_reads_after[1]
+
+    def _first(self, rule: tuple | None, what: str, path: str) -> bool:
+        """Whether this request of `path` is one of the first n the rule names."""
+        if rule is None or rule[0] not in path:
+            return False
+        with self._lock:
+            self.counts[f"{what} seen"] += 1
+            return self.counts[f"{what} seen"] <= rule[1]
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -177,6 +193,11 @@ class FaultProxy:
                 fault = proxy._pick(self.command)
                 if self.command == "GET" and proxy._read_fails(self.path):
                     fault = "503"
+                if proxy._first(proxy.fail_first, "fail_first", self.path):
+                    fault = "503"
+                if self.command == "GET" and proxy._first(proxy.stall, "stall", self.path):
+                    proxy._count("stall")
+                    proxy._closing.wait(proxy.stall[2])
                 if fault:
                     proxy._count(fault)
                     proxy._count(f"faults {self.command}")
