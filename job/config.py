@@ -40,11 +40,11 @@ TUNED_RECIPE: dict[str, object] = {
     "recurrent_dropout": 0.0,  # cuDNN-eligible on a GPU, and faster on the CPU
     "class_weight": "sqrt",  # LSTM: macro-F1 and mAP up, micro-F1 the same
     "embedding_init": "lsa",  # LSTM: micro-F1 0.526 -> 0.542
-    "mixed_precision": None,  # measured default: training.precision_policy
+    "mixed_precision": None,  # measured default: train.strategy.precision_policy
 }
 # The poster CNN scored best with the notebook's slow schedule run to the end (micro-F1 0.489
 # after 40 epochs against 0.469-0.477 with 1e-3 and early stopping): tuned keeps it, in
-# bfloat16 where the CPU has the units (training.precision_policy).
+# bfloat16 where the CPU has the units (train.strategy.precision_policy).
 TUNED_CNN: dict[str, object] = {
     "learning_rate": 1e-4,
     "constant_epochs": 10,
@@ -83,7 +83,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     evaluation_fraction: float = 0.1
     image_size: int = 64
-    poster_decoding: str = "scaled_area"  # jpegs.POSTER_DECODINGS; predict decodes so
+    poster_decoding: str = "scaled_area"  # poster_decoding.POSTER_DECODINGS; predict decodes so
     augment: bool | None = None  # random horizontal flips of training posters
     cache: str = "auto"  # decoded posters: auto | memory | disk | none (decode every epoch)
     cache_dir: str | None = None  # --cache disk: local folder (default: a temporary one)
@@ -96,7 +96,7 @@ class TrainConfig:
     lstm_dense_dropout: float | None = None  # before the output
     embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
     jit_compile: bool = False
-    mixed_precision: bool | None = None  # None: measured default (training.precision_policy)
+    mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
     overwrite: bool = False
     # Filled in by the run: films used and dropped, versions, replicas.
@@ -133,7 +133,7 @@ class TrainConfig:
     def from_json(cls, text: str) -> TrainConfig:
         values = json.loads(text)
         # Runs written before poster_decoding was recorded decoded posters full-size
-        # (jpegs.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
+        # (poster_decoding.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
         values.setdefault("poster_decoding", "full_bilinear")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -123,7 +123,7 @@ class JpegPosters:
 
     blobs: np.ndarray  # object array of bytes, one a film
     image_size: int
-    decoding: str  # jpegs.POSTER_DECODINGS
+    decoding: str  # poster_decoding.POSTER_DECODINGS
 
     dtype = np.dtype(np.uint8)  # what decoding gives
 

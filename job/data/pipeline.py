@@ -91,7 +91,7 @@ def make_dataset(
     films in one step: an epoch over cached posters costs a few ops a batch, not a few
     a film. Posters leave as float32 in [0, 1], or (`uint8_posters`: the datasets a run
     trains on) as the cache holds them, uint8: the training model's poster input
-    (models.poster_input) converts and flips them where the model runs. On a GPU node
+    (networks.poster_input) converts and flips them where the model runs. On a GPU node
     that takes 3/4 of an epoch's host work off the CPU and copies a quarter of the bytes.
     """
     rows = tf.data.Dataset.range(len(labels))
@@ -107,7 +107,7 @@ def make_dataset(
         features = gather_inputs(rows)
         return features if uint8_posters else posters_to_float(features), tf.gather(targets, rows)
 
-    if uses_jpegs(inputs):  # --cache none: decoding threads as in jpegs.read_posters
+    if uses_jpegs(inputs):  # --cache none: decoding threads as in poster_decoding.read_posters
         dataset = rows.map(batch_of, num_parallel_calls=DECODE_CALLS).prefetch(2)
         return dataset.with_options(decode_options())
     dataset = rows.map(batch_of, num_parallel_calls=GATHER_CALLS).prefetch(2)

@@ -89,7 +89,7 @@ def build_fusion(cnn: keras.Model, lstm: keras.Model, num_genres: int) -> keras.
 def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
     """The model a run trains: `model` behind a uint8 poster input.
 
-    Posters arrive as the cache holds them, uint8 (features.make_dataset(uint8_posters=
+    Posters arrive as the cache holds them, uint8 (pipeline.make_dataset(uint8_posters=
     True)), and become float32 in [0, 1] here, then, while training and with `flip`, are
     mirrored left-right at random (seeded: the same run gives the same model). These run
     where the model runs, a GPU's work instead of the host's: on the host they were 3/4
