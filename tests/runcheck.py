@@ -46,9 +46,10 @@ def split_by_hash(film_id: str, seed: int, validation: float, evaluation: float)
     return "validation" if fraction >= 1 - validation - evaluation else "train"
 
 
-def catalogue_truth(config: dict) -> pd.DataFrame:
-    """The run's CSV as pandas reads it: Id, true_genres (in the run's genre order), split."""
-    csv = read_csv(storage.join(config["data"], config["csv"]))
+def catalogue_truth(config: dict, data: str | None = None) -> pd.DataFrame:
+    """The run's CSV as pandas reads it: Id, true_genres (in the run's genre order), split.
+    `data`: where this process sees the run's --data (a container's path differs)."""
+    csv = read_csv(storage.join(data or config["data"], config["csv"]))
     genres = config["run"]["genres"]
     ids = csv["Id"].str.strip()
     return pd.DataFrame(
@@ -103,7 +104,7 @@ def check_scores(
     assert abs(scores["mAP"] - np.mean(aps)) <= 1e-9
 
 
-def check_values(output: str, config: dict) -> None:
+def check_values(output: str, config: dict, data: str | None = None) -> None:
     genres = config["run"]["genres"]
     predictions = read_csv(storage.join(output, "predictions.csv"))
     thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
@@ -119,7 +120,7 @@ def check_values(output: str, config: dict) -> None:
         assert names == [g for g in genres if g in names], value
     # The evaluation films are the CSV's films the split rule puts there, in CSV order,
     # with their genres as the CSV has them.
-    truth = catalogue_truth(config)
+    truth = catalogue_truth(config, data)
     evaluation = truth[truth["split"] == "evaluation"]
     if not any(config["run"]["films_dropped"].values()):
         assert predictions["Id"].tolist() == evaluation["Id"].tolist()
@@ -143,9 +144,10 @@ def check_values(output: str, config: dict) -> None:
         check_scores(metrics["threshold_0.5"], y_true, (probs >= 0.5).astype(int), probs, genres)
 
 
-def check_run(output: str, model: str, epochs: int) -> dict:
+def check_run(output: str, model: str, epochs: int, data: str | None = None) -> dict:
     """Every promised output exists under `output`, parses, and holds the right values;
-    returns config.json."""
+    returns config.json. `data`: the run's --data as this process reaches it, if not as
+    config.json names it."""
     files = storage.list_files(output)
     missing = [f for f in RUN_FILES if f not in files]
     assert not missing, f"missing outputs: {missing}"
@@ -174,7 +176,7 @@ def check_run(output: str, model: str, epochs: int) -> dict:
         assert set(metrics[key]["per_genre"]) == set(genres)
     thresholds = json.loads(storage.read_bytes(storage.join(output, "thresholds.json")))
     assert list(thresholds) == genres
-    check_values(output, config)
+    check_values(output, config, data)
     return config
 
 

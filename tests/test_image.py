@@ -208,7 +208,7 @@ def test_offline_with_a_read_only_root(image, tmp_path, demo_dir):
 
     model = "/scratch/runs/cnn"
     out = ok(run(tag, *train_args("cnn", data, model, *ONE_EPOCH), scratch=scratch))
-    config = check_run(str(scratch / "runs" / "cnn"), "cnn", epochs=1)
+    config = check_run(str(scratch / "runs" / "cnn"), "cnn", epochs=1, data=str(scratch / "data"))
     metrics = json.loads((scratch / "runs" / "cnn" / "metrics.json").read_text())
     evaluation = config["run"]["split_sizes"]["evaluation"]
     assert out == (
