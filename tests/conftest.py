@@ -60,6 +60,9 @@ def pytest_collection_modifyitems(config, items) -> None:
                 item.add_marker(pytest.mark.timeout(scaled(limit)))
 
 
+TEST_LEASE_S = 20
+
+
 @pytest.fixture(scope="session", autouse=True)
 def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
     """The job's temporary folders (staging, disk cache, a worker's scratch) go under
@@ -69,6 +72,9 @@ def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tmp")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(folder))
+        # A job a test kills leaves its lease: the rerun waits it out (180 s by default,
+        # three times in the SIGKILL test). Tests of the lease itself set their own.
+        patch.setenv("GENRE_JOB_LEASE_S", str(TEST_LEASE_S))
         patch.setattr(tempfile, "tempdir", str(folder))
         yield folder
 
