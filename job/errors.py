@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class GenreJobError(Exception):
     """A failure the user can act on; `hint` says how."""
@@ -40,3 +43,12 @@ class TrainingInterrupted(GenreJobError):
     def __init__(self, message: str, hint: str | None = None, exit_code: int = 143) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code  # 128 + the signal: 143 SIGTERM, 130 SIGINT
+
+
+@contextlib.contextmanager
+def refused_writes(url: str, *errors: type[OSError]) -> Iterator[None]:
+    """Turn these errors of writing to `url` into an OutputError: retrying cannot help."""
+    try:
+        yield
+    except errors as error:
+        raise OutputError(f"{url}: cannot write ({error})") from None

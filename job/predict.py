@@ -16,7 +16,7 @@ from job import storage
 from job.config import TrainConfig
 from job.data import cache, catalogue, poster_decoding
 from job.data.pipeline import posters_to_float
-from job.errors import InputError, OutputError
+from job.errors import InputError, OutputError, refused_writes
 from job.progress import Progress
 from job.train.callbacks import PredictProgress
 
@@ -177,10 +177,8 @@ def predict(
     frame = predictions_frame(
         requested.ids, all_probs, thresholds, genres, requested.labels, status
     )
-    try:
+    with refused_writes(target, PermissionError):
         storage.write_text(target, frame.to_csv(index=False))
-    except PermissionError as error:
-        raise OutputError(f"{target}: cannot write ({error})") from None
     log.info("predicted %d films %s -> %s", len(requested), counts, target)
     return target, counts
 

@@ -20,7 +20,7 @@ from job import storage
 from job.config import TrainConfig
 from job.data import pipeline
 from job.data.catalogue import Catalogue
-from job.errors import OutputError
+from job.errors import refused_writes
 from job.model import metrics
 from job.model.networks import build_for, inference_model, poster_input
 from job.predict import predictions_frame
@@ -123,12 +123,10 @@ def finish_run(
     )
     (staging / "predictions.csv").write_text(frame.to_csv(index=False))
     (staging / "metrics.json").write_text(json.dumps(scores, indent=2))
-    try:
+    with refused_writes(config.output, PermissionError):
         mirror.sync()
         storage.write_text(storage.join(config.output, "config.json"), config.to_json())
         storage.write_text(storage.join(config.output, SUCCESS), "")
-    except PermissionError as error:
-        raise OutputError(f"{config.output}: cannot write ({error})") from None
     log.info(
         "outputs written to %s (predictions: %s)",
         config.output,

@@ -24,7 +24,7 @@ from job import __version__, storage
 from job.config import TrainConfig
 from job.data import catalogue, pipeline, poster_decoding, prepared
 from job.data.cache import cache_posters, choose_cache
-from job.errors import InputError, OutputError, TrainingInterrupted
+from job.errors import InputError, OutputError, TrainingInterrupted, refused_writes
 from job.model import networks
 from job.model.embeddings import lsa_vectors
 from job.storage import lock
@@ -297,10 +297,8 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         mirror = storage.Mirror(staging, target, routes(config) if chief else None)
         done = restore_state(config, staging)
         mirror.remember_current()
-        try:
+        with refused_writes(config.output, OSError):
             storage.write_text(storage.join(target, "config.json"), config.to_json())
-        except OSError as error:
-            raise OutputError(f"{config.output}: cannot write ({error})") from None
         if vectorizer is not None:
             (staging / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()))
         for folder in ("checkpoints", "backup"):
