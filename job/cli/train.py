@@ -97,7 +97,14 @@ def rate(name: str, text: str):
     type=int,
     default=42,
     show_default=True,
-    help="Seeds the split by Id, shuffling and initial weights.",
+    help="Seeds shuffling and initial weights.",
+)
+@click.option(
+    "--split-seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Seeds the split by Id: runs with the same one are scored on the same films.",
 )
 @click.option(
     "--validation-fraction",
@@ -138,6 +145,11 @@ def rate(name: str, text: str):
     "embedding_init",
     click.Choice(["random", "lsa"]),
     "lstm/fusion: word vectors from the training overviews.",
+)
+@recipe_option(
+    "text_features",
+    click.Choice(["none", "tfidf"]),
+    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")
