@@ -27,6 +27,12 @@ def rate(name: str, text: str):
     return recipe_option(name, click.FloatRange(0, 1, max_open=True), text)
 
 
+def seed_option(name: str, text: str):
+    return click.option(
+        f"--{name.replace('_', '-')}", type=int, default=42, show_default=True, help=text
+    )
+
+
 @click.command()
 @click.option(
     "--model",
@@ -92,20 +98,8 @@ def rate(name: str, text: str):
     click.Choice(["none", "sqrt", "balanced"]),
     "Weight of positive labels: (negatives/positives)^1 or ^0.5.",
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=42,
-    show_default=True,
-    help="Seeds shuffling and initial weights.",
-)
-@click.option(
-    "--split-seed",
-    type=int,
-    default=42,
-    show_default=True,
-    help="Seeds the split by Id: runs with the same one are scored on the same films.",
-)
+@seed_option("seed", "Seeds shuffling, initial weights and flips.")
+@seed_option("split_seed", "Seeds the split by Id: runs with the same one share their films.")
 @click.option(
     "--validation-fraction",
     type=click.FloatRange(0, 0.5, min_open=True),
