@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 CSV_NAME = "IMDB_overview_genres.csv"
 IMAGES_NAME = "Images"
 CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
+MODELS = ("cnn", "lstm", "fusion")  # posters, overviews, both (job/model/networks.py)
+CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (positive_weights)
+EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.
