@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 CSV_NAME = "IMDB_overview_genres.csv"
 IMAGES_NAME = "Images"
 CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
+MODELS = ("cnn", "lstm", "fusion")  # posters, overviews, both (job/model/networks.py)
+CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (positive_weights)
+EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
+TEXT_FEATURES = ("none", "tfidf")  # lstm/fusion: the TF-IDF n-gram branch (networks)
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.
@@ -99,7 +103,7 @@ class TrainConfig:
     lstm_dropout: float | None = None  # on the LSTMs' inputs
     lstm_dense_dropout: float | None = None  # before the output
     embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
-    text_features: str | None = None  # none | tfidf: lstm/fusion's n-gram branch (networks)
+    text_features: str | None = None  # TEXT_FEATURES
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU

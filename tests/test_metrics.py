@@ -32,6 +32,20 @@ def test_scores_at_a_threshold():
     assert scores["samples_f1"] == pytest.approx((1 + 2 / 3) / 4)
 
 
+def test_a_genre_without_positives_is_left_out_of_map_and_macro_f1():
+    # C has no film among these, and one predicted (film 2): no AP, not in the averages.
+    true = np.column_stack([TRUE, np.zeros(4, int)])
+    prob = np.column_stack([PROB, [0.1, 0.2, 0.7, 0.4]])
+    scores = score(true, prob, 0.5, ["A", "B", "C"])
+
+    assert scores["per_genre"]["C"]["average_precision"] is None
+    # B's ranking 0.8+ 0.3+ 0.2- 0.1-: AP 1.
+    assert scores["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert scores["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    # C's false positive still counts in the micro figures: 2 tp of 4 predicted, 4 true.
+    assert scores["micro_f1"] == pytest.approx(2 * 2 / (4 + 4))
+
+
 def test_average_precision_counts_tied_scores_together():
     assert average_precision(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(0.5)
     assert average_precision(np.array([0, 1, 1]), np.array([0.9, 0.8, 0.1])) == pytest.approx(

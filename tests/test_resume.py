@@ -112,6 +112,7 @@ def test_a_signal_then_rerun_resumes_and_exports_the_best_epoch(
     history = read_csv(f"{output}/history.csv")
     assert history["epoch"].tolist() == list(range(1, done + 1))
     best_before = history["val_loss"].min()
+    best_weights = storage.read_bytes(f"{output}/checkpoints/best.weights.h5")
 
     second = start_training(data, output, *SCHEDULE)
     log, _ = second.communicate(timeout=scaled(600))
@@ -123,6 +124,8 @@ def test_a_signal_then_rerun_resumes_and_exports_the_best_epoch(
     check_run(output, "cnn", epochs=EPOCHS)
     # The best epoch came before the signal; the resumed epochs did not replace it.
     assert read_csv(f"{output}/history.csv")["val_loss"].min() == best_before
+    # No resumed epoch was better, so none replaced the best checkpoint.
+    assert storage.read_bytes(f"{output}/checkpoints/best.weights.h5") == best_weights
     predicted = f"{output}-all.csv"
     assert (
         cli("predict", "--model-dir", output, "--data", data, "--output", predicted).exit_code == 0

@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from job import tfstart
 from job.cli.common import data_options, reports_errors
-from job.config import CACHES, RECIPE_ALIASES, RECIPES
+from job.config import (
+    CACHES,
+    CLASS_WEIGHTS,
+    EMBEDDING_INITS,
+    MODELS,
+    RECIPE_ALIASES,
+    RECIPES,
+    TEXT_FEATURES,
+    TrainConfig,
+)
+
+# TrainConfig's own defaults: the options below show these, never a copy of them.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+FRACTION = click.FloatRange(0, 0.5, min_open=True)
+
+
+def setting(name: str, kind, text: str | None = None):
+    """An option with TrainConfig's default for `name`."""
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        type=kind,
+        default=DEFAULTS[name],
+        show_default=True,
+        help=text,
+    )
+
+
+def switch(name: str, text: str):
+    """An on/off option with TrainConfig's default for `name`."""
+    flag = name.replace("_", "-")
+    return click.option(
+        f"--{flag}/--no-{flag}", default=DEFAULTS[name], show_default=True, help=text
+    )
+
+
+def epochs_help() -> str:
+    """--epochs' help: each recipe's epochs by model."""
+    return (
+        "At most this many ["
+        + "; ".join(
+            f"{recipe}: " + ", ".join(f"{n} {model}" for model, n in epochs.items())
+            for recipe, (_, epochs) in RECIPES.items()
+        )
+        + "]."
+    )
 
 
 def recipe_help(name: str, text: str = "") -> str:
@@ -27,16 +73,10 @@ def rate(name: str, text: str):
     return recipe_option(name, click.FloatRange(0, 1, max_open=True), text)
 
 
-def seed_option(name: str, text: str):
-    return click.option(
-        f"--{name.replace('_', '-')}", type=int, default=42, show_default=True, help=text
-    )
-
-
 @click.command()
 @click.option(
     "--model",
-    type=click.Choice(["cnn", "lstm", "fusion"]),
+    type=click.Choice(MODELS),
     required=True,
     help="cnn: posters; lstm: overviews; fusion: both.",
 )
@@ -67,25 +107,10 @@ def seed_option(name: str, text: str):
     show_default=True,
     help="Defaults of the settings below: notebook (or seed) = the course notebook's exactly.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(1),
-    help="At most this many [notebook: 40 cnn, 20 lstm/fusion; tuned: 40 cnn, 15 lstm/fusion].",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1),
-    default=64,
-    show_default=True,
-    help="Per replica; the global batch is this x replicas.",
-)
+@click.option("--epochs", type=click.IntRange(1), help=epochs_help())
+@setting("batch_size", click.IntRange(1), "Per replica; the global batch is this x replicas.")
 @recipe_option("learning_rate", click.FloatRange(0, min_open=True), "Adam's initial rate.")
-@click.option(
-    "--scale-learning-rate/--no-scale-learning-rate",
-    default=False,
-    show_default=True,
-    help="Multiply the learning rate by global batch / 64.",
-)
+@switch("scale_learning_rate", "Multiply the learning rate by global batch / 64.")
 @recipe_option("constant_epochs", click.IntRange(0), "Epochs at the initial rate before the decay.")
 @recipe_option(
     "lr_decay", click.FloatRange(0), "Learning rate x exp(-decay) per epoch after those."
@@ -95,54 +120,36 @@ def seed_option(name: str, text: str):
 )
 @recipe_option(
     "class_weight",
-    click.Choice(["none", "sqrt", "balanced"]),
+    click.Choice(CLASS_WEIGHTS),
     "Weight of positive labels: (negatives/positives)^1 or ^0.5.",
 )
-@seed_option("seed", "Seeds shuffling, initial weights and flips.")
-@seed_option("split_seed", "Seeds the split by Id: runs with the same one share their films.")
-@click.option(
-    "--validation-fraction",
-    type=click.FloatRange(0, 0.5, min_open=True),
-    default=0.1,
-    show_default=True,
-)
-@click.option(
-    "--evaluation-fraction",
-    type=click.FloatRange(0, 0.5, min_open=True),
-    default=0.1,
-    show_default=True,
-)
+@setting("seed", int, "Seeds shuffling, initial weights and flips.")
+@setting("split_seed", int, "Seeds the split by Id: runs with the same one share their films.")
+@setting("validation_fraction", FRACTION)
+@setting("evaluation_fraction", FRACTION)
 @click.option(
     "--augment/--no-augment",
     default=None,
     help=recipe_help("augment", "Random horizontal flips of training posters."),
 )
-@click.option(
-    "--cache",
-    type=click.Choice(CACHES),
-    default="auto",
-    show_default=True,
-    help="Decoded posters: in memory, in a local file, or decoded again every epoch; "
+@setting(
+    "cache",
+    click.Choice(CACHES),
+    "Decoded posters: in memory, in a local file, or decoded again every epoch; "
     "auto: in memory when they fit in half the memory available (container limit "
     "included), else in a local file.",
 )
 @click.option("--cache-dir", help="--cache disk: local folder [default: a temporary one].")
-@click.option(
-    "--max-tokens",
-    type=click.IntRange(2),
-    default=10_000,
-    show_default=True,
-    help="lstm/fusion: vocabulary size of the vectorizer.",
-)
+@setting("max_tokens", click.IntRange(2), "lstm/fusion: vocabulary size of the vectorizer.")
 @recipe_option("sequence_length", click.IntRange(1), "lstm/fusion: tokens kept per overview.")
 @recipe_option(
     "embedding_init",
-    click.Choice(["random", "lsa"]),
+    click.Choice(EMBEDDING_INITS),
     "lstm/fusion: word vectors from the training overviews.",
 )
 @recipe_option(
     "text_features",
-    click.Choice(["none", "tfidf"]),
+    click.Choice(TEXT_FEATURES),
     "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
@@ -156,18 +163,11 @@ def seed_option(name: str, text: str):
     help="float16 (GPU) / bfloat16 (CPU) compute, float32 outputs [default: on with a GPU, "
     "and for cnn on a CPU with bfloat16 units (measured 2x faster, same accuracy)].",
 )
-@click.option(
-    "--jit-compile/--no-jit-compile",
-    default=False,
-    show_default=True,
-    help="XLA-compile the train step.",
-)
-@click.option(
-    "--cpu-replicas",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="With no GPU: split the CPU into this many replicas (tests distribution).",
+@switch("jit_compile", "XLA-compile the train step.")
+@setting(
+    "cpu_replicas",
+    click.IntRange(1),
+    "With no GPU: split the CPU into this many replicas (tests distribution).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a finished run at --output.")
 @reports_errors
@@ -181,7 +181,6 @@ def train(**options) -> None:
       GENRE_JOB_DATA=gs://my-bucket/imdb AIP_MODEL_DIR=gs://my-bucket/runs/lstm-1 \\
         genre-job train --model lstm --recipe notebook
     """
-    from job.config import TrainConfig
     from job.train.runfolder import overlap
 
     options["csv"] = options.pop("csv_name")
