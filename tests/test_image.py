@@ -23,9 +23,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_FILMS, ROOT, copy_tree
+from conftest import DEMO_FILMS, ROOT, copy_tree, train_args
+from runcheck import assert_export_reproduces_run, check_run, read_csv
 from test_report import REPORT_FILES, check_png
-from test_train import assert_export_reproduces_run, check_run, read_csv, train_args
 
 pytestmark = pytest.mark.slow
 
