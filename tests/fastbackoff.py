@@ -11,11 +11,20 @@ import types
 SHORTER = 100
 
 
-def install() -> None:
+def shortened() -> types.SimpleNamespace:
+    """What gcsfs.retry takes as its `asyncio`: a sleep SHORTER times shorter."""
+    sleep = asyncio.sleep
+    return types.SimpleNamespace(sleep=lambda seconds: sleep(seconds / SHORTER))
+
+
+def install(monkeypatch=None) -> None:
+    """For this process; with pytest's `monkeypatch`, until the test ends."""
     import gcsfs.retry
 
-    sleep = asyncio.sleep
-    gcsfs.retry.asyncio = types.SimpleNamespace(sleep=lambda seconds: sleep(seconds / SHORTER))
+    if monkeypatch is None:
+        gcsfs.retry.asyncio = shortened()
+    else:
+        monkeypatch.setattr(gcsfs.retry, "asyncio", shortened())
 
 
 if __name__ == "__main__":

@@ -205,3 +205,15 @@ def assert_exports_the_best_epoch(output: str, predicted: str) -> None:
     assert losses[-1] - losses.min() > 1e-3, losses
     loss = validation_loss(output, predicted)
     assert abs(loss - losses.min()) < 2e-4, (loss, losses)
+
+
+def assert_export_reproduces_run(output: str, predicted: str, films: int) -> None:
+    """`predict` over all films with the exported model (raw inputs, vectorizer inside for
+    lstm and fusion) gives the run's own evaluation probabilities and genres."""
+    everything = read_csv(predicted)
+    assert len(everything) == films
+    evaluation = read_csv(f"{output}/predictions.csv")
+    same = everything.set_index("Id").loc[evaluation["Id"]].reset_index()
+    prob_columns = [c for c in evaluation.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(same[prob_columns], evaluation[prob_columns], atol=1e-5)
+    assert same["predicted_genres"].tolist() == evaluation["predicted_genres"].tolist()

@@ -207,7 +207,7 @@ def test_build_time_commands_that_write_home_run_as_the_user():
 
 
 def test_image_scripts_pass_shellcheck():
-    from test_k8s import require_tool
+    from support.k8s import require_tool
 
     scripts = [ROOT / "scripts" / name for name in ("build-image", "standin-base")]
     for script in scripts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 
+import fastbackoff
 import pytest
 from support.faultproxy import FaultProxy
 from support.gcs_server import use_storage_endpoint
@@ -62,7 +63,7 @@ def test_faults_are_retried_and_leave_the_random_state_alone(bucket, through_pro
     assert random.getstate() == expected
 
 
-@pytest.mark.slow  # gcsfs's own retries, then the job's: a minute
+@pytest.mark.slow  # gcsfs's own retries, then the job's
 def test_a_fetch_that_keeps_failing_is_raised_not_taken_for_missing(
     bucket, through_proxy, monkeypatch
 ):
@@ -70,6 +71,7 @@ def test_a_fetch_that_keeps_failing_is_raised_not_taken_for_missing(
     one line naming what failed (a None would drop the rest of the films as having no
     poster)."""
     monkeypatch.setenv("GENRE_JOB_STORAGE_RETRY_S", "2")
+    fastbackoff.install(monkeypatch)  # gcsfs's tries, without their 1-16 s waits
     first = objects_in(bucket, fetching.FETCH_CHUNK * 2)
     late = {url.replace("/posters/", "/posters/late/"): data for url, data in first.items()}
     for url, data in late.items():

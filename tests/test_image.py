@@ -23,9 +23,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_FILMS, ROOT, copy_tree
+from conftest import DEMO_FILMS, ROOT, copy_tree, scaled, train_args
+from runcheck import assert_export_reproduces_run, check_run, read_csv
 from test_report import REPORT_FILES, check_png
-from test_train import assert_export_reproduces_run, check_run, read_csv, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def run(
     if entrypoint:
         command.append(f"--entrypoint={entrypoint}")
     command += extra or []
-    return podman(*command, image, *args, timeout=900)
+    return podman(*command, image, *args, timeout=scaled(900))
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:
@@ -119,7 +119,10 @@ def image() -> dict:
     if reason:
         pytest.skip(reason)
     standin = subprocess.run(
-        [str(ROOT / "scripts" / "standin-base")], capture_output=True, text=True, timeout=1800
+        [str(ROOT / "scripts" / "standin-base")],
+        capture_output=True,
+        text=True,
+        timeout=scaled(1800),
     )
     assert standin.returncode == 0, standin.stderr
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -129,7 +132,7 @@ def image() -> dict:
         + ["--base", standin.stdout.strip(), "--image", NAME],
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=scaled(1800),
     )
     assert build.returncode == 0, build.stderr[-5000:]
     tags = build.stdout.split()

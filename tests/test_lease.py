@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ROOT, copy_tree, train_command
+from conftest import ROOT, copy_tree, scaled, train_command
 
 from job import storage
 
@@ -49,7 +49,7 @@ def test_a_live_lease_refuses_and_a_killed_jobs_lease_is_taken_over(
         copy_tree(demo_dir, data)
 
     first = start(data, output)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + scaled(300)
     while finished_epochs(output) < 1:  # training, with its lease in place
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
         time.sleep(0.2)
@@ -57,7 +57,7 @@ def test_a_live_lease_refuses_and_a_killed_jobs_lease_is_taken_over(
     assert holder["pid"] == first.pid and holder["lease_s"] == LEASE_S
 
     second = start(data, output)
-    log, _ = second.communicate(timeout=300)
+    log, _ = second.communicate(timeout=scaled(300))
 
     assert first.poll() is None, "the first job ended before the second asked"
     assert second.returncode == 4, log
@@ -71,13 +71,13 @@ def test_a_live_lease_refuses_and_a_killed_jobs_lease_is_taken_over(
     assert json.loads(storage.read_bytes(f"{output}/_LOCK"))["token"] == holder["token"]
 
     first.kill()  # SIGKILL: no release; the lease stays until it expires
-    first.communicate(timeout=60)
+    first.communicate(timeout=scaled(60))
     killed = json.loads(storage.read_bytes(f"{output}/_LOCK"))
     assert killed["token"] == holder["token"]
     done = finished_epochs(output)
 
     third = start(data, output)
-    log, _ = third.communicate(timeout=600)
+    log, _ = third.communicate(timeout=scaled(600))
 
     assert third.returncode == 0, log
     assert (

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from conftest import scaled
 from support.faultproxy import FaultProxy
 
 from job import storage
@@ -127,7 +128,7 @@ def test_only_one_of_many_racing_processes_wins(where, tmp_path, request, monkey
     racers = [context.Process(target=_try_lock, args=(output, results, done)) for _ in range(6)]
     for racer in racers:
         racer.start()
-    outcomes = sorted(results.get(timeout=60) for _ in racers)
+    outcomes = sorted(results.get(timeout=scaled(60)) for _ in racers)
     done.set()
     for racer in racers:
         racer.join(60)

@@ -193,7 +193,7 @@ class Output:
 
     def finish(self, timeout: float = 600) -> str:
         self.process.wait(timeout=timeout)
-        self.reader.join(timeout=60)
+        self.reader.join(timeout=scaled(60))
         return self.text()
 
     def text(self) -> str:

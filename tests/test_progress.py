@@ -13,7 +13,7 @@ import sys
 import time
 
 from click.testing import CliRunner
-from conftest import DEMO_FILMS, ROOT
+from conftest import DEMO_FILMS, ROOT, scaled
 
 from job import progress
 from job.cli import main
@@ -106,7 +106,7 @@ def test_a_terminal_gets_a_progress_bar(demo_dir, tmp_path):
             if not chunk:
                 break
             screen += chunk
-        assert job.wait(timeout=120) == 0
+        assert job.wait(timeout=scaled(120)) == 0
     os.close(leader)
     text = screen.decode(errors="replace")
 

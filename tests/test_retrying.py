@@ -22,8 +22,7 @@ GCSFS_TRIES = 6  # gcsfs.retry.retry_request's tries per request
 def proxied(gcs_server, bucket, monkeypatch):
     """A FaultProxy in front of the test server as the job's endpoint, with gcsfs's
     back-off 100x shorter (its 1-16 s sleeps between tries only make the test wait)."""
-    monkeypatch.setattr(gcsfs.retry, "asyncio", gcsfs.retry.asyncio)  # put back after
-    fastbackoff.install()
+    fastbackoff.install(monkeypatch)
     monkeypatch.setattr(storage, "FIRST_DELAY_S", 0.05)
     with FaultProxy(gcs_server) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)

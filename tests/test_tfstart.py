@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, scaled
 
 from job.cli import main
 from job.tfstart import gpu_present
@@ -29,7 +29,7 @@ def test_help_imports_no_tensorflow(command):
         env=job_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     seconds = time.monotonic() - started
 
@@ -49,7 +49,7 @@ def test_a_cpu_only_command_prints_no_cuda_lines(tmp_path):
         env=job_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout == f"10 films: {output}\n"
@@ -61,7 +61,7 @@ def test_a_cpu_only_command_prints_no_cuda_lines(tmp_path):
         env=job_env(TF_CPP_MIN_LOG_LEVEL="0"),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     assert verbose.returncode == 0, verbose.stderr
     assert "oneDNN custom operations are on" in verbose.stderr
@@ -101,7 +101,7 @@ def test_real_errors_pass_the_filter_even_before_a_crash(gpu):
         env=job_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert crashed.returncode == -6  # SIGABRT: nothing ran after the lines
