@@ -12,6 +12,7 @@ CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
 MODELS = ("cnn", "lstm", "fusion")  # posters, overviews, both (job/model/networks.py)
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (positive_weights)
 EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
+TEXT_FEATURES = ("none", "tfidf")  # lstm/fusion: the TF-IDF n-gram branch (networks)
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.
@@ -30,6 +31,7 @@ NOTEBOOK_RECIPE: dict[str, object] = {
     "augment": True,
     "embedding_init": "random",
     "mixed_precision": False,  # float32, as the notebook ran
+    "text_features": "none",  # the BiLSTM branch only
 }
 NOTEBOOK_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
 # `--recipe tuned` (the default): what measured best on the real films (docs/accuracy.md).
@@ -44,6 +46,8 @@ TUNED_RECIPE: dict[str, object] = {
     "class_weight": "sqrt",  # LSTM: macro-F1 and mAP up, micro-F1 the same
     "embedding_init": "lsa",  # LSTM: micro-F1 0.526 -> 0.542
     "mixed_precision": None,  # measured default: train.strategy.precision_policy
+    # lstm/fusion: a TF-IDF bag of words and word pairs beside the BiLSTM (docs/accuracy.md).
+    "text_features": "tfidf",
 }
 # The poster CNN scored best with the notebook's slow schedule run to the end (micro-F1 0.489
 # after 40 epochs against 0.469-0.477 with 1e-3 and early stopping): tuned keeps it, in
@@ -82,7 +86,8 @@ class TrainConfig:
     lr_decay: float | None = None
     early_stopping: int | None = None  # patience in epochs on val_loss; 0: off
     class_weight: str | None = None  # none | sqrt | balanced: weight of positive labels
-    seed: int = 42
+    seed: int = 42  # shuffling and initial weights
+    split_seed: int = 42  # which films are train / validation / evaluation
     validation_fraction: float = 0.1
     evaluation_fraction: float = 0.1
     image_size: int = 64
@@ -98,6 +103,7 @@ class TrainConfig:
     lstm_dropout: float | None = None  # on the LSTMs' inputs
     lstm_dense_dropout: float | None = None  # before the output
     embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
+    text_features: str | None = None  # TEXT_FEATURES
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
@@ -119,7 +125,7 @@ class TrainConfig:
         """'train' / 'validation' / 'evaluation' for each Id, as this run's settings say."""
         from job.data.catalogue import split_of  # (config stays free of numpy and TensorFlow)
 
-        return split_of(ids, self.seed, self.validation_fraction, self.evaluation_fraction)
+        return split_of(ids, self.split_seed, self.validation_fraction, self.evaluation_fraction)
 
     def learning_rate_for(self, global_batch: int) -> float:
         """The initial learning rate; with scale_learning_rate, linear in the global batch."""
@@ -138,5 +144,13 @@ class TrainConfig:
         # Runs written before poster_decoding was recorded decoded posters full-size
         # (poster_decoding.FULL_SIZE_DECODING; config stays free of TensorFlow imports).
         values.setdefault("poster_decoding", "full_bilinear")
+        values.update(legacy_settings(values))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def legacy_settings(stored: dict) -> dict:
+    """What a config.json written before a setting existed trained with, for each such
+    setting it lacks: no n-gram branch, and the split chosen by its --seed."""
+    legacy = {"text_features": "none", "split_seed": stored.get("seed", 42)}
+    return {name: value for name, value in legacy.items() if name not in stored}

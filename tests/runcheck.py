@@ -61,7 +61,11 @@ def catalogue_truth(config: dict, data: str | None = None) -> pd.DataFrame:
             ],
             "split": [
                 split_by_hash(
-                    i, config["seed"], config["validation_fraction"], config["evaluation_fraction"]
+                    # (runs from before --split-seed split by their --seed)
+                    i,
+                    config.get("split_seed", config["seed"]),
+                    config["validation_fraction"],
+                    config["evaluation_fraction"],
                 )
                 for i in ids
             ],

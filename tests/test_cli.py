@@ -40,7 +40,7 @@ def flagged_run(tmp_path_factory) -> tuple[Path, Path]:
     result = invoke(
         "train", "--model", "cnn", "--data", data, "--csv", "films.csv", "--images", "posters",
         "--output", output, "--checkpoint-dir", root / "ckpt", "--tensorboard-dir", root / "tb",
-        "--recipe", "seed", "--epochs", "1", "--seed", "7",
+        "--recipe", "seed", "--epochs", "1", "--seed", "3", "--split-seed", "7",
         "--validation-fraction", "0.2", "--evaluation-fraction", "0.25",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -73,9 +73,9 @@ def test_train_flags_reach_the_run(flagged_run):
     )
     assert config["run"]["precision_policy"] == "float32"
     assert read_csv(f"{output}/history.csv")["learning_rate"].tolist() == [pytest.approx(1e-4)]
-    # --seed 7 and the fractions: the split of the README's rule
+    # --split-seed 7 and the fractions: the split of the README's rule
     truth = catalogue_truth(config)
-    assert config["seed"] == 7
+    assert (config["seed"], config["split_seed"]) == (3, 7)
     assert config["run"]["split_sizes"] == {
         name: int((truth["split"] == name).sum()) for name in ("train", "validation", "evaluation")
     }

@@ -121,7 +121,7 @@ def test_recipe_notebook_is_the_notebooks_and_flags_override():
     assert cnn.mixed_precision is None
     # The notebook's layers under its recipe: exactly the models asserted above.
     vocabulary = keras.layers.TextVectorization(vocabulary=["a", "b"])
-    rebuilt = build_for(notebook, 25, vocabulary)
+    rebuilt = build_for(notebook, 25, {"Tokens": vocabulary})
     assert rebuilt.get_layer("BiLSTM1").forward_layer.recurrent_dropout == 0.2
     assert rebuilt.get_layer("Drop").rate == 0.8
 

@@ -15,6 +15,7 @@ from job.config import (
     MODELS,
     RECIPE_ALIASES,
     RECIPES,
+    TEXT_FEATURES,
     TrainConfig,
 )
 
@@ -122,7 +123,8 @@ def rate(name: str, text: str):
     click.Choice(CLASS_WEIGHTS),
     "Weight of positive labels: (negatives/positives)^1 or ^0.5.",
 )
-@setting("seed", int, "Seeds the split by Id, shuffling and initial weights.")
+@setting("seed", int, "Seeds shuffling, initial weights and flips.")
+@setting("split_seed", int, "Seeds the split by Id: runs with the same one share their films.")
 @setting("validation_fraction", FRACTION)
 @setting("evaluation_fraction", FRACTION)
 @click.option(
@@ -144,6 +146,11 @@ def rate(name: str, text: str):
     "embedding_init",
     click.Choice(EMBEDDING_INITS),
     "lstm/fusion: word vectors from the training overviews.",
+)
+@recipe_option(
+    "text_features",
+    click.Choice(TEXT_FEATURES),
+    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")

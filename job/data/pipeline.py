@@ -4,8 +4,10 @@ Each film's input is computed once and kept in memory:
   posters   -> uint8 (64, 64, 3), 12 KB a film, in one decoding pass (job/data/poster_decoding.py):
                later epochs never decode again (in memory, or in a local file:
                job/data/cache.py);
-  overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts.
-The vectorizer runs here, not inside the replicated model: a TextVectorization layer
+  overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts;
+               with text_features "tfidf" also TF-IDF weights of words and word pairs,
+               computed per batch from the strings (a dense row a film would be 80 KB).
+The vectorizers run here, not inside the replicated model: a TextVectorization layer
 inside a model fails under MirroredStrategy with two or more replicas.
 """
 
@@ -52,6 +54,32 @@ def make_vectorizer(train_overviews: list[str], max_tokens: int, sequence_length
     return vectorizer
 
 
+def make_ngram_vectorizer(train_overviews: list[str], max_tokens: int):
+    """TF-IDF over words and word pairs; vocabulary and document frequencies from the
+    training overviews only."""
+    import keras
+
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=max_tokens, output_mode="tf_idf", ngrams=2, name="NgramVectorizer"
+    )
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_overviews).batch(256))
+    return vectorizer
+
+
+class OverviewTexts:
+    """Overview strings that a batch turns into `vectorizer`'s output (gatherer)."""
+
+    def __init__(self, overviews, vectorizer) -> None:
+        self.overviews = np.asarray(overviews, dtype=object).astype(str)
+        self.vectorizer = vectorizer
+
+    def __len__(self) -> int:
+        return len(self.overviews)
+
+    def __getitem__(self, rows) -> OverviewTexts:
+        return OverviewTexts(self.overviews[rows], self.vectorizer)
+
+
 def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
     """Overview strings -> int64 token ids (films, sequence_length), in a tf.data pass."""
     pipeline = (
@@ -67,7 +95,7 @@ def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
 # A model's inputs: one array (cnn: uint8 posters; lstm: token ids) or, for fusion,
 # {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way. Posters
 # may be held on disk or as JPEG bytes (job/data/cache.py): indexed the same way.
-Inputs = Posters | dict[str, Posters]
+Inputs = Posters | dict[str, Posters | OverviewTexts]
 
 
 def take(inputs: Inputs, rows: np.ndarray) -> Inputs:
@@ -131,6 +159,9 @@ def gatherer(inputs: Inputs):
         return disk_reader(inputs)
     if isinstance(inputs, JpegPosters):
         return jpeg_decoder(inputs)
+    if isinstance(inputs, OverviewTexts):
+        texts, vectorizer = tf.constant(inputs.overviews), inputs.vectorizer
+        return lambda batch: vectorizer(tf.gather(texts, batch))
     held = tf.constant(inputs)  # once, not per batch: (films, ...) uint8 or int64
 
     def gather(rows: tf.Tensor) -> tf.Tensor:

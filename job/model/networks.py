@@ -5,6 +5,9 @@ lstm:   token ids (100,) int -> genre probabilities (genres,); exported with the
         vectorizer in front so the saved model takes raw overview strings.
 fusion: {"Poster", "Tokens"} -> the CNN's 1024 features and the LSTM's 128, joined,
         -> genre probabilities; exported as {"Poster", "Overview"}.
+With text_features "tfidf" (the tuned recipe), lstm and fusion also take "Ngrams": an
+overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense layer joined
+beside the LSTM's features; exported with that vectorizer in front too.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import tensorflow as tf
 from keras import layers
 
 from job.config import TrainConfig
+
+NGRAM_TOKENS = 20_000  # words and word pairs of the TF-IDF branch
+NGRAM_UNITS = 256  # its dense layer
+NGRAM_DROPOUT = 0.5  # on its TF-IDF input and on its dense layer's output
 
 
 def build_cnn(
@@ -73,17 +80,38 @@ def build_lstm(
     return keras.Model(tokens, genres, name="lstm")
 
 
-def build_fusion(cnn: keras.Model, lstm: keras.Model, num_genres: int) -> keras.Model:
-    """Both notebook models up to their last hidden layer, joined before one output layer."""
-    poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
-    overview_features = keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview")
-    poster = keras.Input(cnn.input.shape[1:], name="Poster")
-    tokens = keras.Input(lstm.input.shape[1:], dtype="int64", name="Tokens")
-    joined = layers.Concatenate(name="Joined")(
-        [poster_features(poster), overview_features(tokens)]
-    )  # (1024 + 128,)
+def ngram_branch(ngram_tokens: int) -> keras.Model:
+    """TF-IDF of an overview's words and word pairs -> NGRAM_UNITS features."""
+    ngrams = keras.Input((ngram_tokens,), name="Ngrams")
+    x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop1")(ngrams)
+    x = layers.Dense(NGRAM_UNITS, activation="relu", name="NgramDense")(x)
+    x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop2")(x)
+    return keras.Model(ngrams, x, name="ngrams")
+
+
+def build_fusion(
+    cnn: keras.Model | None,
+    lstm: keras.Model,
+    num_genres: int,
+    ngrams: keras.Model | None = None,
+    name: str = "fusion",
+) -> keras.Model:
+    """The notebook models up to their last hidden layer (and the n-gram branch), joined
+    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it."""
+    branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
+    if cnn is not None:
+        poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
+        branches.insert(0, (poster_features, "Poster"))
+    if ngrams is not None:
+        branches.append((ngrams, "Ngrams"))
+    inputs = {
+        key: keras.Input(branch.input.shape[1:], dtype=branch.input.dtype, name=key)
+        for branch, key in branches
+    }
+    features = [branch(inputs[key]) for branch, key in branches]
+    joined = layers.Concatenate(name="Joined")(features)  # (1024 + 128 [+ NGRAM_UNITS],)
     genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(joined)
-    return keras.Model({"Poster": poster, "Tokens": tokens}, genres, name="fusion")
+    return keras.Model(inputs, genres, name=name)
 
 
 def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
@@ -107,9 +135,13 @@ def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
         x = layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="Flip")(x)
     if not fusion:
         return keras.Model(poster, model(x), name=f"{model.name}_training")
-    tokens = keras.Input(model.input["Tokens"].shape[1:], dtype="int64", name="Tokens")
-    genres = model({"Poster": x, "Tokens": tokens})
-    return keras.Model({"Poster": poster, "Tokens": tokens}, genres, name="fusion_training")
+    texts = {
+        key: keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=key)
+        for key, tensor in model.input.items()
+        if key != "Poster"
+    }
+    genres = model({"Poster": x, **texts})
+    return keras.Model({"Poster": poster, **texts}, genres, name="fusion_training")
 
 
 def positive_weights(labels: np.ndarray, class_weight: str) -> np.ndarray | None:
@@ -160,42 +192,54 @@ def compile_model(
     )
 
 
-def inference_model(
-    trained: keras.Model, vectorizer: layers.TextVectorization | None
-) -> keras.Model:
-    """The model to export: raw inputs in, probabilities out (the vectorizer in front of
-    the overview branch)."""
-    if vectorizer is None:
+def inference_model(trained: keras.Model, vectorizers: dict | None) -> keras.Model:
+    """The model to export: raw inputs in, probabilities out (the vectorizers, by the
+    model input each feeds, in front of the overview branches)."""
+    if vectorizers is None:
         return trained
     overview = keras.Input((1,), dtype="string", name="Overview")
+    texts = {key: vectorized(vectorizer, overview) for key, vectorizer in vectorizers.items()}
     name = f"{trained.name}_inference"
     if trained.name != "fusion":
-        return keras.Model(overview, trained(vectorizer(overview)), name=name)
+        genres = trained(texts if len(texts) > 1 else texts["Tokens"])
+        return keras.Model(overview, genres, name=name)
     poster = keras.Input(trained.input["Poster"].shape[1:], name="Poster")
-    genres = trained({"Poster": poster, "Tokens": vectorizer(overview)})
+    genres = trained({"Poster": poster, **texts})
     return keras.Model({"Poster": poster, "Overview": overview}, genres, name=name)
 
 
+def vectorized(vectorizer: layers.TextVectorization, overview: keras.KerasTensor):
+    """`vectorizer` applied to the (films, 1) string input, one row a film: a TF-IDF
+    vectorizer's symbolic output keeps the input's axis of 1, which its values lack."""
+    x = vectorizer(overview)
+    return layers.Reshape(x.shape[-1:], name=f"{vectorizer.name}Rows")(x) if x.ndim == 3 else x
+
+
 def overview_embedding(model: keras.Model) -> layers.Embedding:
-    """The Embedding of an lstm model, or of a fusion model's overview branch."""
-    branch = model.get_layer("overview") if model.name == "fusion" else model
+    """The Embedding of an lstm model, or of a joined model's overview branch."""
+    joined = any(layer.name == "overview" for layer in model.layers)
+    branch = model.get_layer("overview") if joined else model
     return branch.get_layer("Embedding")
 
 
-def build_for(
-    config: TrainConfig, num_genres: int, vectorizer: layers.TextVectorization | None
-) -> keras.Model:
+def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) -> keras.Model:
     """The model a run's config describes, with the run's dropout rates."""
+    cnn = None
     if config.model != "lstm":
         cnn = build_cnn(num_genres, config.image_size, config.cnn_dropout, config.cnn_dense_dropout)
         if config.model == "cnn":
             return cnn
     lstm = build_lstm(
         num_genres,
-        vectorizer.vocabulary_size(),
+        vectorizers["Tokens"].vocabulary_size(),
         config.sequence_length,
         config.recurrent_dropout,
         config.lstm_dense_dropout,
         config.lstm_dropout,
     )
-    return lstm if config.model == "lstm" else build_fusion(cnn, lstm, num_genres)
+    ngrams = None
+    if "Ngrams" in vectorizers:
+        ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size())
+    elif config.model == "lstm":
+        return lstm
+    return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model)

@@ -61,7 +61,7 @@ def export_saved_model(model: keras.Model, folder: Path) -> None:
 
 def finish_run(
     config: TrainConfig,
-    vectorizer,
+    vectorizers: dict | None,
     films: Catalogue,
     inputs: pipeline.Inputs,
     split: np.ndarray,
@@ -72,7 +72,7 @@ def finish_run(
     labels = films.labels
     # A plain (single-device) model with the best weights: it predicts the same under any
     # strategy, and the saved model holds no distributed variables.
-    model = build_for(config, len(films.genres), vectorizer)
+    model = build_for(config, len(films.genres), vectorizers)
     # The checkpoint holds the trained model's weights (it shares its layers with `model`).
     poster_input(model, config.augment, config.seed).load_weights(
         staging / "checkpoints" / "best.weights.h5"
@@ -111,7 +111,7 @@ def finish_run(
         scores["label_prior_micro_f1"],
     )
 
-    exported = inference_model(model, vectorizer)
+    exported = inference_model(model, vectorizers)
     exported.save(staging / "model.keras")
     export_saved_model(exported, staging / SAVED_MODEL)
     (staging / "thresholds.json").write_text(

@@ -27,6 +27,7 @@ from job.data.cache import cache_posters, choose_cache
 from job.errors import InputError, OutputError, TrainingInterrupted, refused_writes
 from job.model import networks
 from job.model.embeddings import lsa_vectors
+from job.model.networks import NGRAM_TOKENS
 from job.storage import lock
 from job.train import multiworker
 from job.train.callbacks import (
@@ -48,7 +49,7 @@ def load_films(
     config: TrainConfig,
 ) -> tuple[catalogue.Catalogue, pipeline.Inputs, object, np.ndarray]:
     """The films with usable input for this model, their inputs, (lstm, fusion) the
-    vectorizer, and their split (catalogue.split_of).
+    vectorizers by the model input they feed, and their split (catalogue.split_of).
 
     `--data` is a dataset root (CSV + Images/) or a `genre-job prepare` output (TFRecord
     shards with posters already decoded): the same films and inputs either way.
@@ -79,11 +80,17 @@ def load_films(
     train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
     if not train_texts:
         raise InputError(f"{config.data}: no training films with an overview")
-    vectorizer = pipeline.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
-    tokens = pipeline.vectorize(vectorizer, films.overviews)  # (films, sequence_length)
+    vectorizers = {
+        "Tokens": pipeline.make_vectorizer(train_texts, config.max_tokens, config.sequence_length)
+    }
+    # (films, sequence_length) token ids, computed once
+    texts: dict = {"Tokens": pipeline.vectorize(vectorizers["Tokens"], films.overviews)}
+    if config.text_features == "tfidf":
+        vectorizers["Ngrams"] = pipeline.make_ngram_vectorizer(train_texts, NGRAM_TOKENS)
+        texts["Ngrams"] = pipeline.OverviewTexts(films.overviews, vectorizers["Ngrams"])
     if config.model == "lstm":
-        return films, tokens, vectorizer, split
-    return films, {"Poster": posters[has_overview], "Tokens": tokens}, vectorizer, split
+        return films, texts if len(texts) > 1 else texts["Tokens"], vectorizers, split
+    return films, {"Poster": posters[has_overview], **texts}, vectorizers, split
 
 
 def routes(config: TrainConfig) -> dict[str, str]:
@@ -276,7 +283,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     keras.mixed_precision.set_global_policy(precision_policy(config))
     keras.utils.set_random_seed(config.seed)
 
-    films, inputs, vectorizer, split = load_films(config)
+    films, inputs, vectorizers, split = load_films(config)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)
@@ -299,8 +306,9 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         mirror.remember_current()
         with refused_writes(config.output, OSError):
             storage.write_text(storage.join(target, "config.json"), config.to_json())
-        if vectorizer is not None:
-            (staging / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()))
+        if vectorizers is not None:
+            vocabulary = vectorizers["Tokens"].get_vocabulary()
+            (staging / "vocabulary.txt").write_text("\n".join(vocabulary))
         for folder in ("checkpoints", "backup"):
             (staging / folder).mkdir(exist_ok=True)
 
@@ -314,7 +322,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
                 zip(films.genres, np.round(loss_weights, 3).tolist(), strict=True)
             )
         with strategy.scope():
-            model = networks.build_for(config, len(films.genres), vectorizer)
+            model = networks.build_for(config, len(films.genres), vectorizers)
             # What fit trains: uint8 posters in, converted and flipped on the device.
             trainer = networks.poster_input(model, config.augment, config.seed)
             networks.compile_model(trainer, learning_rate, config.jit_compile, loss_weights)
@@ -360,7 +368,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         if not chief:
             log.info("worker done; the chief writes the outputs to %s", config.output)
             return None
-        return finish_run(config, vectorizer, films, inputs, split, staging, mirror)
+        return finish_run(config, vectorizers, films, inputs, split, staging, mirror)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not chief:

@@ -14,7 +14,7 @@ import posixpath
 import re
 
 from job import storage
-from job.config import TrainConfig
+from job.config import TrainConfig, legacy_settings
 from job.errors import OutputError
 from job.storage.lock import LOCK_NAME
 
@@ -76,6 +76,9 @@ def check_output(config: TrainConfig) -> None:
         raise OutputError(
             f"{output} already holds a finished run", "choose another --output or pass --overwrite"
         )
+    # A run begun before a setting existed resumes with what it trained with.
+    for name, value in legacy_settings(stored).items():
+        setattr(config, name, value)
     changed = differences(stored, config)
     if changed:
         shown = "; ".join(changed[:SHOWN]) + (
