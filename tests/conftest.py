@@ -60,7 +60,14 @@ def scaled(seconds: float) -> float:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """pytest-timeout's per-test limit (pyproject.toml's `timeout`), scaled like the rest."""
+    """Files with the most slow tests first, so the two test processes (a file each at a
+    time) finish together rather than one waiting on a long file picked up last; and
+    pytest-timeout's per-test limit (pyproject.toml's `timeout`), scaled like the rest."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    files = list(slow)  # in collection order
+    items.sort(key=lambda item: (-slow[item.path], files.index(item.path)))
     limit = float(config.getini("timeout") or 0)
     if limit and TIMEOUT_SCALE != 1:
         for item in items:
