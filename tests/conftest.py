@@ -60,14 +60,7 @@ def scaled(seconds: float) -> float:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Files with the most slow tests first, so the two test processes (a file each at a
-    time) finish together rather than one waiting on a long file picked up last; and
-    pytest-timeout's per-test limit (pyproject.toml's `timeout`), scaled like the rest."""
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
-    files = list(slow)  # in collection order
-    items.sort(key=lambda item: (-slow[item.path], files.index(item.path)))
+    """pytest-timeout's per-test limit (pyproject.toml's `timeout`), scaled like the rest."""
     limit = float(config.getini("timeout") or 0)
     if limit and TIMEOUT_SCALE != 1:
         for item in items:
