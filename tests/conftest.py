@@ -80,8 +80,8 @@ def temporary_folders_inside_pytests(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tmp")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(folder))
-        # A job a test kills leaves its lease: the rerun waits it out (180 s by default,
-        # three times in the SIGKILL test). Tests of the lease itself set their own.
+        # A job a test kills leaves its lease: the rerun waits it out (180 s by default).
+        # Tests of the lease itself, and the SIGKILL test, set a shorter one.
         patch.setenv("GENRE_JOB_LEASE_S", str(TEST_LEASE_S))
         patch.setattr(tempfile, "tempdir", str(folder))
         yield folder

@@ -1,5 +1,5 @@
 """`job.report`: the report of a real (1-epoch) run, read back as a user sees it, and
-runs compared; and the two baseline scripts run on the demo data."""
+runs compared; and the two baseline scripts and scripts/average_runs.py run on the demo data."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from conftest import LSTM_FAST, ROOT, copy_tree, scaled
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
+from sklearn.metrics import average_precision_score
 
 from job import storage
 from job.cli import main
@@ -269,3 +270,45 @@ def test_examples_title_clears_the_first_film(count):
     title = figure._suptitle.get_window_extent(renderer)
     first_id = next(t for t in figure.axes[1].texts if t.get_text() == "tt0000000")
     assert title.y0 > first_id.get_window_extent(renderer).y1
+
+
+def test_average_runs_scores_the_mean_of_the_runs_probabilities(runs, demo_dir, tmp_path):
+    """scripts/average_runs.py over the cnn run, the lstm run and the TF-IDF baseline's run
+    folder (its predictions.csv, written for this): each run's mAP is the one its
+    metrics.json holds, and the average's is scikit-learn's over the mean of the CSVs'
+    probabilities (the cnn and lstm as one group, the baseline as the other)."""
+    baseline = tmp_path / "baseline-tfidf"
+    script = [sys.executable, str(ROOT / "scripts" / "baseline_tfidf.py")]
+    done = subprocess.run(
+        [*script, str(demo_dir), str(baseline)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    groups = [f"{runs['cnn']},{runs['lstm']}", str(baseline)]
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "average_runs.py"), *groups],
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+        cwd=ROOT,
+    )
+
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    frames = {
+        run: read_csv(f"{run}/predictions.csv").set_index("Id").sort_index()
+        for run in (runs["cnn"], runs["lstm"], str(baseline))
+    }
+    first = next(iter(frames.values()))
+    assert line["films"] == len(first)
+    for run, frame in frames.items():
+        assert frame.index.tolist() == first.index.tolist()  # the same evaluation films
+        saved = json.loads(storage.read_bytes(f"{run}/metrics.json"))["tuned_thresholds"]
+        assert line["mAP_each"][run] == pytest.approx(saved["mAP"], abs=2e-4)
+    genres = [c for c in first.columns if c.startswith("prob_")]
+    truth = np.array([[g[5:] in t.split("|") for g in genres] for t in first["true_genres"]])
+    probs = {run: frame[genres].to_numpy() for run, frame in frames.items()}
+    mean = ((probs[runs["cnn"]] + probs[runs["lstm"]]) / 2 + probs[str(baseline)]) / 2
+    with_positives = truth.any(axis=0)
+    expected = average_precision_score(truth[:, with_positives], mean[:, with_positives])
+    assert line["mAP"] == pytest.approx(expected, abs=1e-4)

@@ -142,13 +142,15 @@ def finished_epochs(output) -> int:
 
 
 @pytest.mark.slow
-def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
+def test_three_sigkills_lose_nothing(demo_dir, tmp_path, monkeypatch):
     """SIGKILL gives no chance to clean up: what is in the output must be enough."""
+    # Each rerun waits out the killed job's lease: 4 s (as test_lease's), not the suite's 20.
+    monkeypatch.setenv("GENRE_JOB_LEASE_S", "4")
     data, output = str(tmp_path / "data"), tmp_path / "run"
     copy_tree(demo_dir, data)
 
     for kill in range(1, 4):
-        process = start_training(data, str(output), "--batch-size", "4", epochs=KILLED_EPOCHS)
+        process = start_training(data, str(output), "--batch-size", "16", epochs=KILLED_EPOCHS)
         deadline = time.monotonic() + scaled(300)
         while finished_epochs(output) < kill and process.poll() is None:
             assert time.monotonic() < deadline, "no epoch finished in time"
@@ -158,7 +160,7 @@ def test_three_sigkills_lose_nothing(demo_dir, tmp_path):
         assert finished_epochs(output) >= kill
         assert not (output / "_SUCCESS").exists()
 
-    last = start_training(data, str(output), "--batch-size", "4", epochs=KILLED_EPOCHS)
+    last = start_training(data, str(output), "--batch-size", "16", epochs=KILLED_EPOCHS)
     log, _ = last.communicate(timeout=scaled(600))
 
     assert last.returncode == 0, log
