@@ -12,7 +12,8 @@ CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
 MODELS = ("cnn", "lstm", "fusion")  # posters, overviews, both (job/model/networks.py)
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (positive_weights)
 EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
-TEXT_FEATURES = ("none", "tfidf")  # lstm/fusion: the TF-IDF n-gram branch (networks)
+# lstm/fusion: the TF-IDF n-gram branch (networks): none, a dense layer, or linear logits
+TEXT_FEATURES = ("none", "tfidf", "linear")
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.

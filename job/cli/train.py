@@ -150,7 +150,8 @@ def rate(name: str, text: str):
 @recipe_option(
     "text_features",
     click.Choice(TEXT_FEATURES),
-    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
+    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
+    "dense layer (tfidf) or straight into the output (linear).",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")

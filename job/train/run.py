@@ -85,7 +85,7 @@ def load_films(
     }
     # (films, sequence_length) token ids, computed once
     texts: dict = {"Tokens": pipeline.vectorize(vectorizers["Tokens"], films.overviews)}
-    if config.text_features == "tfidf":
+    if config.text_features != "none":
         vectorizers["Ngrams"] = pipeline.make_ngram_vectorizer(train_texts, NGRAM_TOKENS)
         texts["Ngrams"] = pipeline.OverviewTexts(films.overviews, vectorizers["Ngrams"])
     if config.model == "lstm":
