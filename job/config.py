@@ -14,6 +14,8 @@ CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (posit
 EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
 # lstm/fusion: the TF-IDF n-gram branch (networks): none, a dense layer, or linear logits
 TEXT_FEATURES = ("none", "tfidf", "linear")
+# cnn/fusion: the poster's colour histogram joined before the output (networks), or not
+COLOUR_FEATURES = ("none", "histogram")
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.
@@ -33,6 +35,7 @@ NOTEBOOK_RECIPE: dict[str, object] = {
     "embedding_init": "random",
     "mixed_precision": False,  # float32, as the notebook ran
     "text_features": "none",  # the BiLSTM branch only
+    "colour_features": "none",  # the CNN only
 }
 NOTEBOOK_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
 # `--recipe tuned` (the default): what measured best on the real films (docs/accuracy.md).
@@ -105,6 +108,7 @@ class TrainConfig:
     lstm_dense_dropout: float | None = None  # before the output
     embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
     text_features: str | None = None  # TEXT_FEATURES
+    colour_features: str | None = None  # COLOUR_FEATURES
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
@@ -152,6 +156,10 @@ class TrainConfig:
 
 def legacy_settings(stored: dict) -> dict:
     """What a config.json written before a setting existed trained with, for each such
-    setting it lacks: no n-gram branch, and the split chosen by its --seed."""
-    legacy = {"text_features": "none", "split_seed": stored.get("seed", 42)}
+    setting it lacks: no n-gram or colour branch, and the split chosen by its --seed."""
+    legacy = {
+        "text_features": "none",
+        "colour_features": "none",
+        "split_seed": stored.get("seed", 42),
+    }
     return {name: value for name, value in legacy.items() if name not in stored}

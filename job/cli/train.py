@@ -11,6 +11,7 @@ from job.cli.common import data_options, reports_errors
 from job.config import (
     CACHES,
     CLASS_WEIGHTS,
+    COLOUR_FEATURES,
     EMBEDDING_INITS,
     MODELS,
     RECIPE_ALIASES,
@@ -152,6 +153,11 @@ def rate(name: str, text: str):
     click.Choice(TEXT_FEATURES),
     "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
     "dense layer (tfidf) or straight into the output (linear).",
+)
+@recipe_option(
+    "colour_features",
+    click.Choice(COLOUR_FEATURES),
+    "cnn/fusion: the poster's colour histogram joined before the output.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")

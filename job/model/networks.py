@@ -10,6 +10,8 @@ overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense lay
 beside the LSTM's features; exported with that vectorizer in front too. With "linear" the
 same TF-IDF, each row scaled to unit length, goes straight into the output's logits through
 one L2-decayed linear layer (a logistic regression beside the networks).
+With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
+(ColourHistogram, computed in the model from its pixels) before the output layer.
 """
 
 from __future__ import annotations
@@ -58,6 +60,47 @@ def build_cnn(
     # float32 output even under mixed precision: the loss and thresholds need it.
     genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(x)
     return keras.Model(poster, genres, name="cnn")
+
+
+@keras.saving.register_keras_serializable(package="genre_job")
+class ColourHistogram(layers.Layer):
+    """Posters (batch, height, width, 3) in [0, 1] -> the square roots of their joint RGB
+    histogram's shares, bins**3 a poster (scripts/baseline_colour.py's features). No
+    weights: it runs wherever the model runs, under any strategy, and in the export."""
+
+    def __init__(self, bins: int = 8, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")  # bins of bfloat16 pixels would be off by one
+        super().__init__(trainable=False, **kwargs)
+        self.bins = bins
+
+    def call(self, posters):
+        scaled = tf.floor(tf.cast(posters, tf.float32) * self.bins)
+        levels = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, self.bins - 1)  # 1.0 -> last
+        index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
+        index = tf.reshape(index, (tf.shape(index)[0], -1))  # (batch, pixels)
+        bins = self.bins**3
+        counts = tf.math.bincount(index, minlength=bins, maxlength=bins, axis=-1)
+        shares = tf.cast(counts, tf.float32) / tf.cast(tf.shape(index)[1], tf.float32)
+        return tf.sqrt(shares)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins**3)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bins": self.bins}
+
+
+def with_colours(cnn: keras.Model) -> keras.Model:
+    """The cnn with its poster's colour histogram (standardised by batch normalisation)
+    joined to its last hidden layer before a new output layer."""
+    poster = cnn.input
+    colours = ColourHistogram(name="Colours")(poster)
+    colours = layers.BatchNormalization(dtype="float32", name="ColoursNorm")(colours)
+    joined = layers.Concatenate(name="PosterJoined")([cnn.get_layer("Drop6").output, colours])
+    genres = layers.Dense(
+        cnn.output.shape[-1], activation="sigmoid", dtype="float32", name="Output"
+    )
+    return keras.Model(poster, genres(joined), name="cnn")
 
 
 def build_lstm(
@@ -119,7 +162,8 @@ def build_fusion(
     linear = ngrams is not None and ngrams.name == "ngram_logits"
     branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
     if cnn is not None:
-        poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
+        last = "PosterJoined" if "Colours" in [layer.name for layer in cnn.layers] else "Drop6"
+        poster_features = keras.Model(cnn.input, cnn.get_layer(last).output, name="poster")
         branches.insert(0, (poster_features, "Poster"))
     if ngrams is not None:
         branches.append((ngrams, "Ngrams"))
@@ -253,6 +297,8 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
     cnn = None
     if config.model != "lstm":
         cnn = build_cnn(num_genres, config.image_size, config.cnn_dropout, config.cnn_dense_dropout)
+        if config.colour_features == "histogram":
+            cnn = with_colours(cnn)
         if config.model == "cnn":
             return cnn
     lstm = build_lstm(
