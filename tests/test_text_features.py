@@ -150,3 +150,15 @@ def test_the_split_follows_the_split_seed_not_the_seed():
     np.testing.assert_array_equal(split(), catalogue.split_of(ids, 42, 0.1, 0.1))
     np.testing.assert_array_equal(split(seed=1), split(seed=2))
     assert (split(seed=1) != split(seed=1, split_seed=3)).any()
+
+
+def test_stop_words_are_dropped_before_words_and_pairs_are_counted():
+    overviews = ["The man of the house and his anthem.", "A man of THE house burns"]
+
+    vocabulary = pipeline.make_ngram_vectorizer(overviews, 100, stop_words=True).get_vocabulary()
+    kept = pipeline.make_ngram_vectorizer(overviews, 100).get_vocabulary()
+
+    # Pairs are of the words left, as scikit-learn's TfidfVectorizer(stop_words=...) counts.
+    assert {"man house", "house anthem", "house burns", "anthem"} <= set(vocabulary)
+    assert not {"the", "of", "a", "his", "man of", "the house"} & set(vocabulary)
+    assert {"the", "man of"} <= set(kept)

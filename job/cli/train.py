@@ -154,6 +154,11 @@ def rate(name: str, text: str):
     "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
     "dense layer (tfidf) or straight into the output (linear).",
 )
+@click.option(
+    "--stop-words/--no-stop-words",
+    default=None,
+    help=recipe_help("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words."),
+)
 @recipe_option(
     "colour_features",
     click.Choice(COLOUR_FEATURES),

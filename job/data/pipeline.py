@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from job.data.cache import DiskPosters, JpegPosters, Posters, TensorPosters, no_rewrites
 from job.data.poster_decoding import DECODE_CALLS, decode_options, decode_poster
+from job.data.stopwords import without_stop_words  # registered: model.keras loads with it
 
 AUTOTUNE = tf.data.AUTOTUNE
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
@@ -54,13 +55,18 @@ def make_vectorizer(train_overviews: list[str], max_tokens: int, sequence_length
     return vectorizer
 
 
-def make_ngram_vectorizer(train_overviews: list[str], max_tokens: int):
-    """TF-IDF over words and word pairs; vocabulary and document frequencies from the
-    training overviews only."""
+def make_ngram_vectorizer(train_overviews: list[str], max_tokens: int, stop_words: bool = False):
+    """TF-IDF over words and word pairs (with `stop_words`, of the words left once English
+    stop words are dropped); vocabulary and document frequencies from the training
+    overviews only."""
     import keras
 
     vectorizer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, output_mode="tf_idf", ngrams=2, name="NgramVectorizer"
+        max_tokens=max_tokens,
+        output_mode="tf_idf",
+        ngrams=2,
+        standardize=without_stop_words if stop_words else "lower_and_strip_punctuation",
+        name="NgramVectorizer",
     )
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_overviews).batch(256))
     return vectorizer
