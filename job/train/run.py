@@ -89,7 +89,7 @@ def load_films(
         vectorizers["Ngrams"] = pipeline.make_ngram_vectorizer(
             train_texts, NGRAM_TOKENS, config.stop_words
         )
-        texts["Ngrams"] = pipeline.OverviewTexts(films.overviews, vectorizers["Ngrams"])
+        texts["Ngrams"] = pipeline.NgramRows.of(vectorizers["Ngrams"], films.overviews)
     if config.model == "lstm":
         return films, texts if len(texts) > 1 else texts["Tokens"], vectorizers, split
     return films, {"Poster": posters[has_overview], **texts}, vectorizers, split
