@@ -32,7 +32,9 @@ from job.report import (
     write_report,
 )
 
-pytestmark = pytest.mark.slow  # trains the runs it reports on
+# slow: trains the runs it reports on. One test process runs the whole file (its module-scoped
+# fixtures once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_report")]
 
 REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
 

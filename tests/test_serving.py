@@ -19,7 +19,9 @@ from job import storage
 from job.cli import main
 from job.data import catalogue, poster_decoding
 
-pytestmark = pytest.mark.slow  # trains the runs it serves
+# slow: trains the runs it serves. One test process runs the whole file (its module-scoped
+# fixtures once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_serving")]
 
 MODELS = ("cnn", "lstm", "fusion")
 

@@ -22,7 +22,9 @@ from support.faultproxy import FaultProxy
 
 from job import storage
 
-pytestmark = pytest.mark.slow  # trains as subprocesses through a faulty proxy
+# slow: trains as subprocesses through a faulty proxy. One test process runs the whole
+# file (its module-scoped fixtures once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_storage_faults")]
 
 # Files of a run that must not depend on how many retries it took.
 SAME = ["predictions.csv", "thresholds.json", "metrics.json", "history.csv"]
