@@ -69,6 +69,12 @@ def recipe_option(name: str, kind: click.ParamType, text: str):
     return click.option(f"--{name.replace('_', '-')}", type=kind, help=recipe_help(name, text))
 
 
+def recipe_switch(name: str, text: str):
+    """An on/off option whose default comes from --recipe (unset: None)."""
+    flag = name.replace("_", "-")
+    return click.option(f"--{flag}/--no-{flag}", default=None, help=recipe_help(name, text))
+
+
 def rate(name: str, text: str):
     """A dropout-rate option whose default comes from --recipe."""
     return recipe_option(name, click.FloatRange(0, 1, max_open=True), text)
@@ -128,11 +134,7 @@ def rate(name: str, text: str):
 @setting("split_seed", int, "Seeds the split by Id: runs with the same one share their films.")
 @setting("validation_fraction", FRACTION)
 @setting("evaluation_fraction", FRACTION)
-@click.option(
-    "--augment/--no-augment",
-    default=None,
-    help=recipe_help("augment", "Random horizontal flips of training posters."),
-)
+@recipe_switch("augment", "Random horizontal flips of training posters.")
 @setting(
     "cache",
     click.Choice(CACHES),
@@ -154,11 +156,7 @@ def rate(name: str, text: str):
     "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
     "dense layer (tfidf) or straight into the output (linear).",
 )
-@click.option(
-    "--stop-words/--no-stop-words",
-    default=None,
-    help=recipe_help("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words."),
-)
+@recipe_switch("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words.")
 @recipe_option(
     "colour_features",
     click.Choice(COLOUR_FEATURES),
