@@ -70,7 +70,8 @@ class ColourHistogram(layers.Layer):
 
     def __init__(self, bins: int = 8, **kwargs) -> None:
         kwargs.setdefault("dtype", "float32")  # bins of bfloat16 pixels would be off by one
-        super().__init__(trainable=False, **kwargs)
+        kwargs.setdefault("trainable", False)  # (its config holds it when loaded)
+        super().__init__(**kwargs)
         self.bins = bins
 
     def call(self, posters):
