@@ -13,10 +13,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 # uv installs the 2.7 GB of wheels in seconds where pip takes most of a minute; pip stays
-# the fallback for a machine where uv cannot be had or cannot reach the index.
+# the fallback for a machine where uv cannot be had or cannot reach the index. Compiled to
+# bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set, every job the tests start
+# would otherwise compile TensorFlow's Python again.
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 if ! { "$VENV/bin/python" -m pip install --quiet uv==0.13.9 \
-        && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e ".[test]"; }; then
+        && "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" \
+            -e ".[test]"; }; then
     echo "uv could not install the test environment; installing with pip"
     "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 fi

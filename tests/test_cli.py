@@ -17,9 +17,6 @@ from runcheck import catalogue_truth, check_values, read_csv
 from job import storage
 from job.cli import main
 
-# One test process runs the whole file (its module-scoped fixtures once).
-pytestmark = pytest.mark.xdist_group("test_cli")
-
 DEMO_HEADER = ["Id", "Genre", "Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 
 

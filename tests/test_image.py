@@ -27,8 +27,7 @@ from conftest import DEMO_FILMS, ROOT, copy_tree, scaled, train_args
 from runcheck import assert_export_reproduces_run, check_run, read_csv
 from test_report import REPORT_FILES, check_png
 
-# One test process runs the whole file (its module-scoped fixtures once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_image")]
+pytestmark = pytest.mark.slow
 
 NAME = "localhost/genre-job-test"
 USER = "10001:10001"

@@ -20,9 +20,6 @@ from runcheck import read_csv
 from job import storage
 from job.cli import main
 
-# One test process runs the whole file (its module-scoped fixtures once).
-pytestmark = pytest.mark.xdist_group("test_predict")
-
 
 @pytest.fixture(scope="module")
 def cnn_run(demo_dir, tmp_path_factory) -> tuple[str, Path]:

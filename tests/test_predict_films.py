@@ -24,9 +24,6 @@ from PIL import Image
 from job import storage
 from job.cli import main
 
-# One test process runs the whole file (its module-scoped fixtures once).
-pytestmark = pytest.mark.xdist_group("test_predict_films")
-
 CSV = "IMDB_overview_genres.csv"
 UNSCORED = "(without --require-all they get a row with their status and no probabilities)"
 

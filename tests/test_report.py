@@ -32,9 +32,7 @@ from job.report import (
     write_report,
 )
 
-# slow: trains the runs it reports on. One test process runs the whole file (its module-scoped
-# fixtures once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_report")]
+pytestmark = pytest.mark.slow  # trains the runs it reports on
 
 REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"]
 

@@ -19,9 +19,7 @@ from job import storage
 from job.cli import main
 from job.data import catalogue, poster_decoding
 
-# slow: trains the runs it serves. One test process runs the whole file (its module-scoped
-# fixtures once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_serving")]
+pytestmark = pytest.mark.slow  # trains the runs it serves
 
 MODELS = ("cnn", "lstm", "fusion")
 

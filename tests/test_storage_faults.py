@@ -22,9 +22,7 @@ from support.faultproxy import FaultProxy
 
 from job import storage
 
-# slow: trains as subprocesses through a faulty proxy. One test process runs the whole
-# file (its module-scoped fixtures once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_storage_faults")]
+pytestmark = pytest.mark.slow  # trains as subprocesses through a faulty proxy
 
 # Files of a run that must not depend on how many retries it took.
 SAME = ["predictions.csv", "thresholds.json", "metrics.json", "history.csv"]

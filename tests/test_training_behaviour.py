@@ -18,9 +18,7 @@ from runcheck import assert_exports_the_best_epoch, catalogue_truth, read_csv
 from job.cli import main
 from job.model.embeddings import lsa_vectors
 
-# slow: 6 + 6 + 1 epochs. One test process runs the whole file (its module-scoped
-# fixtures once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_training_behaviour")]
+pytestmark = pytest.mark.slow  # 6 + 6 + 1 epochs
 
 # A high rate, one constant epoch, then halving-ish decay: val_loss goes down, then bounces.
 LEARNING_RATE, CONSTANT_EPOCHS, DECAY, EPOCHS = 0.01, 1, 0.5, 6
