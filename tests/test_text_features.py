@@ -77,7 +77,7 @@ def test_ngram_vectorizer_is_adapted_on_training_films_only(demo_dir, tmp_path):
     assert train_word in vocabulary and evaluation_word not in vocabulary
     # Document frequencies too: the same weights as a vectorizer adapted on training texts.
     train_texts = [o for o, s in zip(films.overviews, split, strict=True) if s == "train"]
-    expected = pipeline.make_ngram_vectorizer(train_texts, len(vocabulary))
+    expected = pipeline.make_ngram_vectorizer(train_texts, len(vocabulary), config.stop_words)
     assert expected.get_vocabulary() == vocabulary
     everything = np.array(films.overviews)
     np.testing.assert_allclose(
@@ -117,9 +117,11 @@ def test_exported_fusion_predicts_what_the_two_replica_run_scored(demo_dir, tmp_
 
 
 def old_config(seed: int) -> dict:
-    """A tuned lstm run's config.json as written before text_features and split_seed."""
-    config = json.loads(TrainConfig(model="lstm", data="d", output="o", seed=seed).to_json())
-    del config["text_features"], config["split_seed"]
+    """A tuned fusion run's config.json as written before text_features, split_seed,
+    stop_words and colour_features."""
+    config = json.loads(TrainConfig(model="fusion", data="d", output="o", seed=seed).to_json())
+    for name in ("text_features", "split_seed", "stop_words", "colour_features"):
+        del config[name]
     return config
 
 
@@ -127,17 +129,20 @@ def test_a_run_from_before_the_settings_loads_and_resumes_as_it_trained(tmp_path
     loaded = TrainConfig.from_json(json.dumps(old_config(seed=7)))
 
     assert (loaded.text_features, loaded.split_seed, loaded.seed) == ("none", 7, 7)
-    layers = build_for(loaded, 25, vectorizers(ngrams=False)).layers
-    assert "ngrams" not in [layer.name for layer in layers]
+    assert (loaded.stop_words, loaded.colour_features) == (False, "none")
+    built = build_for(loaded, 25, vectorizers(ngrams=False))
+    names = [layer.name for layer in [*built.layers, *built.get_layer("poster").layers]]
+    assert "ngrams" not in names and "Colours" not in names
 
     # Resumed by the command that started it (no new flags): the run goes on as it began.
     unfinished = tmp_path / "run"
     unfinished.mkdir()
     (unfinished / "config.json").write_text(json.dumps(old_config(seed=7)))
-    resumed = TrainConfig(model="lstm", data="d", output=str(unfinished), seed=7)
-    assert (resumed.text_features, resumed.split_seed) == ("tfidf", 42)
+    resumed = TrainConfig(model="fusion", data="d", output=str(unfinished), seed=7)
+    assert (resumed.text_features, resumed.split_seed, resumed.stop_words) == ("tfidf", 42, True)
     check_output(resumed)
-    assert (resumed.text_features, resumed.split_seed) == ("none", 7)
+    assert (resumed.text_features, resumed.split_seed, resumed.stop_words) == ("none", 7, False)
+    assert resumed.colour_features == "none"
 
 
 def test_the_split_follows_the_split_seed_not_the_seed():
@@ -150,3 +155,15 @@ def test_the_split_follows_the_split_seed_not_the_seed():
     np.testing.assert_array_equal(split(), catalogue.split_of(ids, 42, 0.1, 0.1))
     np.testing.assert_array_equal(split(seed=1), split(seed=2))
     assert (split(seed=1) != split(seed=1, split_seed=3)).any()
+
+
+def test_stop_words_are_dropped_before_words_and_pairs_are_counted():
+    overviews = ["The man of the house and his anthem.", "A man of THE house burns"]
+
+    vocabulary = pipeline.make_ngram_vectorizer(overviews, 100, stop_words=True).get_vocabulary()
+    kept = pipeline.make_ngram_vectorizer(overviews, 100).get_vocabulary()
+
+    # Pairs are of the words left, as scikit-learn's TfidfVectorizer(stop_words=...) counts.
+    words = {"man", "house", "anthem", "burns", "man house", "house anthem", "house burns"}
+    assert set(vocabulary) == {"[UNK]", *words}
+    assert {"the", "man of"} <= set(kept)

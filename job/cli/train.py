@@ -11,6 +11,7 @@ from job.cli.common import data_options, reports_errors
 from job.config import (
     CACHES,
     CLASS_WEIGHTS,
+    COLOUR_FEATURES,
     EMBEDDING_INITS,
     MODELS,
     RECIPE_ALIASES,
@@ -66,6 +67,12 @@ def recipe_help(name: str, text: str = "") -> str:
 def recipe_option(name: str, kind: click.ParamType, text: str):
     """An option whose default comes from --recipe (unset: None, filled in by TrainConfig)."""
     return click.option(f"--{name.replace('_', '-')}", type=kind, help=recipe_help(name, text))
+
+
+def recipe_switch(name: str, text: str):
+    """An on/off option whose default comes from --recipe (unset: None)."""
+    flag = name.replace("_", "-")
+    return click.option(f"--{flag}/--no-{flag}", default=None, help=recipe_help(name, text))
 
 
 def rate(name: str, text: str):
@@ -127,11 +134,7 @@ def rate(name: str, text: str):
 @setting("split_seed", int, "Seeds the split by Id: runs with the same one share their films.")
 @setting("validation_fraction", FRACTION)
 @setting("evaluation_fraction", FRACTION)
-@click.option(
-    "--augment/--no-augment",
-    default=None,
-    help=recipe_help("augment", "Random horizontal flips of training posters."),
-)
+@recipe_switch("augment", "Random horizontal flips of training posters.")
 @setting(
     "cache",
     click.Choice(CACHES),
@@ -150,7 +153,14 @@ def rate(name: str, text: str):
 @recipe_option(
     "text_features",
     click.Choice(TEXT_FEATURES),
-    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
+    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
+    "dense layer (tfidf) or straight into the output (linear).",
+)
+@recipe_switch("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words.")
+@recipe_option(
+    "colour_features",
+    click.Choice(COLOUR_FEATURES),
+    "cnn/fusion: the poster's colour histogram joined before the output.",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")

@@ -5,10 +5,11 @@ Each film's input is computed once and kept in memory:
                later epochs never decode again (in memory, or in a local file:
                job/data/cache.py);
   overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts;
-               with text_features "tfidf" also TF-IDF weights of words and word pairs,
-               computed per batch from the strings (a dense row a film would be 80 KB).
-The vectorizers run here, not inside the replicated model: a TextVectorization layer
-inside a model fails under MirroredStrategy with two or more replicas.
+               with text_features "tfidf"/"linear" also TF-IDF weights of words and word
+               pairs, kept as each film's nonzero ones and made dense per batch.
+The vectorizers run here, once, not inside the replicated model (a TextVectorization
+layer inside a model fails under MirroredStrategy with two or more replicas) nor in
+tf.data's batches (runs vectorizing there died of segmentation faults).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from job.data.cache import DiskPosters, JpegPosters, Posters, TensorPosters, no_rewrites
 from job.data.poster_decoding import DECODE_CALLS, decode_options, decode_poster
+from job.data.stopwords import without_stop_words  # registered: model.keras loads with it
 
 AUTOTUNE = tf.data.AUTOTUNE
 # An epoch over the cache gathers batches in this many calls at once, 2 batches ready
@@ -54,30 +56,49 @@ def make_vectorizer(train_overviews: list[str], max_tokens: int, sequence_length
     return vectorizer
 
 
-def make_ngram_vectorizer(train_overviews: list[str], max_tokens: int):
-    """TF-IDF over words and word pairs; vocabulary and document frequencies from the
-    training overviews only."""
+def make_ngram_vectorizer(train_overviews: list[str], max_tokens: int, stop_words: bool = False):
+    """TF-IDF over words and word pairs (with `stop_words`, of the words left once English
+    stop words are dropped); vocabulary and document frequencies from the training
+    overviews only."""
     import keras
 
     vectorizer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, output_mode="tf_idf", ngrams=2, name="NgramVectorizer"
+        max_tokens=max_tokens,
+        output_mode="tf_idf",
+        ngrams=2,
+        standardize=without_stop_words if stop_words else "lower_and_strip_punctuation",
+        name="NgramVectorizer",
     )
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_overviews).batch(256))
     return vectorizer
 
 
-class OverviewTexts:
-    """Overview strings that a batch turns into `vectorizer`'s output (gatherer)."""
+class NgramRows:
+    """Each film's TF-IDF row kept as its nonzero columns and weights (a dense row a film
+    would be 80 KB); a batch scatters its films' into dense rows (gatherer)."""
 
-    def __init__(self, overviews, vectorizer) -> None:
-        self.overviews = np.asarray(overviews, dtype=object).astype(str)
-        self.vectorizer = vectorizer
+    def __init__(self, columns: tf.RaggedTensor, weights: tf.RaggedTensor, width: int) -> None:
+        self.columns, self.weights, self.width = columns, weights, width
+
+    @classmethod
+    def of(cls, vectorizer, overviews: list[str], chunk: int = 512) -> NgramRows:
+        """`vectorizer`'s rows of `overviews`, vectorized once, `chunk` films at a time."""
+        texts = np.asarray(overviews, dtype=object).astype(str)
+        columns, weights = [], []
+        for start in range(0, len(texts), chunk):
+            rows = tf.sparse.from_dense(vectorizer(texts[start : start + chunk]))
+            film, column = rows.indices[:, 0], rows.indices[:, 1]
+            films = len(texts[start : start + chunk])
+            columns.append(tf.RaggedTensor.from_value_rowids(column, film, nrows=films))
+            weights.append(tf.RaggedTensor.from_value_rowids(rows.values, film, nrows=films))
+        return cls(tf.concat(columns, 0), tf.concat(weights, 0), vectorizer.vocabulary_size())
 
     def __len__(self) -> int:
-        return len(self.overviews)
+        return int(self.columns.nrows())
 
-    def __getitem__(self, rows) -> OverviewTexts:
-        return OverviewTexts(self.overviews[rows], self.vectorizer)
+    def __getitem__(self, rows) -> NgramRows:
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows
+        return NgramRows(tf.gather(self.columns, rows), tf.gather(self.weights, rows), self.width)
 
 
 def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
@@ -95,7 +116,7 @@ def vectorize(vectorizer, overviews: list[str]) -> np.ndarray:
 # A model's inputs: one array (cnn: uint8 posters; lstm: token ids) or, for fusion,
 # {"Poster": uint8 posters, "Tokens": token ids}; one row per film either way. Posters
 # may be held on disk or as JPEG bytes (job/data/cache.py): indexed the same way.
-Inputs = Posters | dict[str, Posters | OverviewTexts]
+Inputs = Posters | dict[str, Posters | NgramRows]
 
 
 def take(inputs: Inputs, rows: np.ndarray) -> Inputs:
@@ -159,15 +180,27 @@ def gatherer(inputs: Inputs):
         return disk_reader(inputs)
     if isinstance(inputs, JpegPosters):
         return jpeg_decoder(inputs)
-    if isinstance(inputs, OverviewTexts):
-        texts, vectorizer = tf.constant(inputs.overviews), inputs.vectorizer
-        return lambda batch: vectorizer(tf.gather(texts, batch))
+    if isinstance(inputs, NgramRows):
+        return ngram_scatter(inputs)
     held = tf.constant(inputs)  # once, not per batch: (films, ...) uint8 or int64
 
     def gather(rows: tf.Tensor) -> tf.Tensor:
         return tf.gather(held, rows)
 
     return gather
+
+
+def ngram_scatter(ngrams: NgramRows):
+    """Batch of row numbers -> (batch, width) float32 TF-IDF rows of those films."""
+    columns, weights, width = ngrams.columns, ngrams.weights, ngrams.width
+
+    def scatter(rows: tf.Tensor) -> tf.Tensor:
+        batch_columns = tf.gather(columns, rows)
+        at = tf.stack([batch_columns.value_rowids(), batch_columns.flat_values], axis=1)
+        shape = tf.stack([tf.size(rows, tf.int64), tf.constant(width, tf.int64)])
+        return tf.scatter_nd(at, tf.gather(weights, rows).flat_values, shape)
+
+    return scatter
 
 
 def jpeg_decoder(posters: JpegPosters):

@@ -7,7 +7,11 @@ fusion: {"Poster", "Tokens"} -> the CNN's 1024 features and the LSTM's 128, join
         -> genre probabilities; exported as {"Poster", "Overview"}.
 With text_features "tfidf" (the tuned recipe), lstm and fusion also take "Ngrams": an
 overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense layer joined
-beside the LSTM's features; exported with that vectorizer in front too.
+beside the LSTM's features; exported with that vectorizer in front too. With "linear" the
+same TF-IDF, each row scaled to unit length, goes straight into the output's logits through
+one L2-decayed linear layer (a logistic regression beside the networks).
+With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
+(ColourHistogram, computed in the model from its pixels) before the output layer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from job.config import TrainConfig
 NGRAM_TOKENS = 20_000  # words and word pairs of the TF-IDF branch
 NGRAM_UNITS = 256  # its dense layer
 NGRAM_DROPOUT = 0.5  # on its TF-IDF input and on its dense layer's output
+# The linear branch: L2 weight decay of its weights; unit-length rows times NGRAM_SCALE, so
+# that under Adam its logits move about as fast as the networks' (Adam's steps ignore scale).
+NGRAM_L2 = 1e-5
+NGRAM_SCALE = 10.0
 
 
 def build_cnn(
@@ -54,6 +62,48 @@ def build_cnn(
     return keras.Model(poster, genres, name="cnn")
 
 
+@keras.saving.register_keras_serializable(package="genre_job")
+class ColourHistogram(layers.Layer):
+    """Posters (batch, height, width, 3) in [0, 1] -> the square roots of their joint RGB
+    histogram's shares, bins**3 a poster (scripts/baseline_colour.py's features). No
+    weights: it runs wherever the model runs, under any strategy, and in the export."""
+
+    def __init__(self, bins: int = 8, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")  # bins of bfloat16 pixels would be off by one
+        kwargs.setdefault("trainable", False)  # (its config holds it when loaded)
+        super().__init__(**kwargs)
+        self.bins = bins
+
+    def call(self, posters):
+        scaled = tf.floor(tf.cast(posters, tf.float32) * self.bins)
+        levels = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, self.bins - 1)  # 1.0 -> last
+        index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
+        index = tf.reshape(index, (tf.shape(index)[0], -1))  # (batch, pixels)
+        bins = self.bins**3
+        counts = tf.math.bincount(index, minlength=bins, maxlength=bins, axis=-1)
+        shares = tf.cast(counts, tf.float32) / tf.cast(tf.shape(index)[1], tf.float32)
+        return tf.sqrt(shares)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins**3)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bins": self.bins}
+
+
+def with_colours(cnn: keras.Model) -> keras.Model:
+    """The cnn with its poster's colour histogram (standardised by batch normalisation)
+    joined to its last hidden layer before a new output layer."""
+    poster = cnn.input
+    colours = ColourHistogram(name="Colours")(poster)
+    colours = layers.BatchNormalization(dtype="float32", name="ColoursNorm")(colours)
+    joined = layers.Concatenate(name="PosterJoined")([cnn.get_layer("Drop6").output, colours])
+    genres = layers.Dense(
+        cnn.output.shape[-1], activation="sigmoid", dtype="float32", name="Output"
+    )
+    return keras.Model(poster, genres(joined), name="cnn")
+
+
 def build_lstm(
     num_genres: int,
     vocabulary_size: int,
@@ -80,9 +130,20 @@ def build_lstm(
     return keras.Model(tokens, genres, name="lstm")
 
 
-def ngram_branch(ngram_tokens: int) -> keras.Model:
-    """TF-IDF of an overview's words and word pairs -> NGRAM_UNITS features."""
+def ngram_branch(ngram_tokens: int, logits_of: int | None = None) -> keras.Model:
+    """TF-IDF of an overview's words and word pairs -> NGRAM_UNITS features, or with
+    `logits_of` (genres) that many logits of a linear model (named "ngram_logits")."""
     ngrams = keras.Input((ngram_tokens,), name="Ngrams")
+    if logits_of is not None:
+        x = layers.UnitNormalization(name="NgramNorm")(ngrams)
+        x = layers.Rescaling(NGRAM_SCALE, name="NgramScale")(x)
+        logits = layers.Dense(
+            logits_of,
+            kernel_regularizer=keras.regularizers.L2(NGRAM_L2),
+            dtype="float32",
+            name="NgramLogits",
+        )(x)
+        return keras.Model(ngrams, logits, name="ngram_logits")
     x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop1")(ngrams)
     x = layers.Dense(NGRAM_UNITS, activation="relu", name="NgramDense")(x)
     x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop2")(x)
@@ -97,10 +158,13 @@ def build_fusion(
     name: str = "fusion",
 ) -> keras.Model:
     """The notebook models up to their last hidden layer (and the n-gram branch), joined
-    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it."""
+    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it. A
+    linear n-gram branch (ngram_branch's logits) adds its logits to the output layer's."""
+    linear = ngrams is not None and ngrams.name == "ngram_logits"
     branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
     if cnn is not None:
-        poster_features = keras.Model(cnn.input, cnn.get_layer("Drop6").output, name="poster")
+        last = "PosterJoined" if "Colours" in [layer.name for layer in cnn.layers] else "Drop6"
+        poster_features = keras.Model(cnn.input, cnn.get_layer(last).output, name="poster")
         branches.insert(0, (poster_features, "Poster"))
     if ngrams is not None:
         branches.append((ngrams, "Ngrams"))
@@ -108,9 +172,16 @@ def build_fusion(
         key: keras.Input(branch.input.shape[1:], dtype=branch.input.dtype, name=key)
         for branch, key in branches
     }
-    features = [branch(inputs[key]) for branch, key in branches]
-    joined = layers.Concatenate(name="Joined")(features)  # (1024 + 128 [+ NGRAM_UNITS],)
-    genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(joined)
+    joinable = [(branch, key) for branch, key in branches if not (linear and branch is ngrams)]
+    features = [branch(inputs[key]) for branch, key in joinable]
+    # (1024 + 128 [+ NGRAM_UNITS],)
+    joined = layers.Concatenate(name="Joined")(features) if len(features) > 1 else features[0]
+    if not linear:
+        genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")
+        return keras.Model(inputs, genres(joined), name=name)
+    logits = layers.Dense(num_genres, dtype="float32", name="Logits")(joined)
+    logits = layers.Add(name="Summed")([logits, ngrams(inputs["Ngrams"])])
+    genres = layers.Activation("sigmoid", dtype="float32", name="Output")(logits)
     return keras.Model(inputs, genres, name=name)
 
 
@@ -227,6 +298,8 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
     cnn = None
     if config.model != "lstm":
         cnn = build_cnn(num_genres, config.image_size, config.cnn_dropout, config.cnn_dense_dropout)
+        if config.colour_features == "histogram":
+            cnn = with_colours(cnn)
         if config.model == "cnn":
             return cnn
     lstm = build_lstm(
@@ -239,7 +312,8 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
     )
     ngrams = None
     if "Ngrams" in vectorizers:
-        ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size())
+        linear = num_genres if config.text_features == "linear" else None
+        ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size(), linear)
     elif config.model == "lstm":
         return lstm
     return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model)

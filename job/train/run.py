@@ -85,9 +85,11 @@ def load_films(
     }
     # (films, sequence_length) token ids, computed once
     texts: dict = {"Tokens": pipeline.vectorize(vectorizers["Tokens"], films.overviews)}
-    if config.text_features == "tfidf":
-        vectorizers["Ngrams"] = pipeline.make_ngram_vectorizer(train_texts, NGRAM_TOKENS)
-        texts["Ngrams"] = pipeline.OverviewTexts(films.overviews, vectorizers["Ngrams"])
+    if config.text_features != "none":
+        vectorizers["Ngrams"] = pipeline.make_ngram_vectorizer(
+            train_texts, NGRAM_TOKENS, config.stop_words
+        )
+        texts["Ngrams"] = pipeline.NgramRows.of(vectorizers["Ngrams"], films.overviews)
     if config.model == "lstm":
         return films, texts if len(texts) > 1 else texts["Tokens"], vectorizers, split
     return films, {"Poster": posters[has_overview], **texts}, vectorizers, split

@@ -1,0 +1,97 @@
+"""The poster colour-histogram branch (colour_features) and the linear TF-IDF branch
+(text_features "linear"): the baseline's features computed inside the model, the linear
+branch's logits added to the networks', both trained under two replicas and exported."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import LSTM_FAST
+from test_text_features import read_probabilities, vectorizers
+
+from job.config import TrainConfig
+from job.model.networks import ColourHistogram, build_cnn, build_for
+
+
+def baseline_histogram(pixels: np.ndarray) -> np.ndarray:
+    """scripts/baseline_colour.py's features of uint8 (height, width, 3) pixels."""
+    bins = (pixels // 32).reshape(-1, 3).astype(int)
+    index = (bins[:, 0] * 8 + bins[:, 1]) * 8 + bins[:, 2]
+    counts = np.bincount(index, minlength=512).astype(np.float32)
+    return np.sqrt(counts / counts.sum())
+
+
+def test_colour_histogram_is_the_baseline_s_features_of_the_pixels():
+    # By hand: 31 and 0 share the first bin, 32 starts the second, 255 is the last.
+    hand = np.array([[[0, 0, 0], [31, 0, 0]], [[32, 0, 0], [255, 255, 255]]], np.uint8)
+    posters = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    posters[0, :2, :2] = hand
+
+    layer = keras.layers.deserialize(keras.layers.serialize(ColourHistogram()))  # as loaded
+    features = layer(posters.astype(np.float32) / 255).numpy()
+
+    expected = np.zeros(512, np.float32)
+    expected[[0, 64, 511]] = np.sqrt([0.5, 0.25, 0.25])
+    np.testing.assert_allclose(ColourHistogram()(hand[None] / 255).numpy()[0], expected)
+    assert features.shape == (3, 512)
+    for poster, row in zip(posters, features, strict=True):
+        np.testing.assert_allclose(row, baseline_histogram(poster), rtol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["cnn", "fusion"])
+def test_tuned_posters_models_join_the_colours_and_notebook_ones_do_not(model):
+    tuned = TrainConfig(model=model, data="d", output="o", colour_features="histogram")
+    notebook = TrainConfig(model=model, data="d", output="o", recipe="notebook")
+    assert notebook.colour_features == "none"
+
+    built = build_for(tuned, 25, vectorizers(ngrams=False))
+
+    names = [
+        layer.name for layer in (built.get_layer("poster") if model == "fusion" else built).layers
+    ]
+    assert "Colours" in names
+    plain = build_for(notebook, 25, vectorizers(ngrams=False))
+    if model == "cnn":  # the notebook's model itself, parameter for parameter
+        assert plain.count_params() == build_cnn(25).count_params()
+        assert built.count_params() == plain.count_params() + 512 * 25 + 4 * 512
+
+
+def test_linear_ngram_logits_are_added_to_the_lstm_s():
+    config = TrainConfig(model="lstm", data="d", output="o", text_features="linear")
+    model = build_for(config, 5, vectorizers(ngrams=True))
+    tokens = np.zeros((2, config.sequence_length), np.int64)
+    tokens[0, :3], tokens[1, :2] = [1, 2, 3], [3, 3]
+    ngrams = np.array([[0.0, 1.0, 1.5, 2.0], [0.0, 2.0, 0.0, 0.0]], np.float32)
+
+    probs = model({"Tokens": tokens, "Ngrams": ngrams}).numpy()
+
+    networks_part = model.get_layer("Logits")(model.get_layer("overview")(tokens))
+    linear_part = model.get_layer("ngram_logits")(ngrams)
+    np.testing.assert_allclose(probs, keras.ops.sigmoid(networks_part + linear_part), rtol=1e-5)
+    assert len(model.losses) == 1  # the linear branch's weight decay
+
+
+def test_exported_fusion_with_both_branches_predicts_what_the_two_replica_run_scored(
+    demo_dir, tmp_path, cli
+):
+    run, predicted = tmp_path / "run", tmp_path / "predicted.csv"
+    result = cli(
+        "train", "--model", "fusion", "--data", demo_dir, "--output", run, "--epochs", 1,
+        "--cpu-replicas", 2, "--batch-size", 4, "--text-features", "linear",
+        "--colour-features", "histogram", *LSTM_FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["text_features"], config["colour_features"]) == ("linear", "histogram")
+    assert config["run"]["replicas"] == 2
+
+    # predict feeds model.keras raw overview strings and posters
+    result = cli("predict", "--model-dir", run, "--data", demo_dir, "--output", predicted)
+
+    assert result.exit_code == 0, result.output
+    scored = read_probabilities(run / "predictions.csv")
+    served = read_probabilities(predicted).loc[scored.index]
+    np.testing.assert_allclose(served.to_numpy(), scored.to_numpy(), atol=1e-5)
