@@ -14,6 +14,7 @@ import numpy as np
 
 from job.data.catalogue import Catalogue, read_catalogue, split_of
 from job.model import metrics
+from job.predict import predictions_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared/data/imdb-posters-overviews"
@@ -44,8 +45,9 @@ def run(
     keep the C with the best validation mAP, tune thresholds on validation, score evaluation.
 
     `fit_predict(c, train_x, train_y, [x, ...])` returns probabilities (films, genres) for
-    each x. Prints and returns one JSON line; with `output`, also writes config.json and
-    metrics.json there as a run does, for `genre-job compare`.
+    each x. Prints and returns one JSON line; with `output`, also writes config.json,
+    metrics.json and predictions.csv there as a run does, for `genre-job compare` and
+    scripts/average_runs.py.
     """
     started = time.perf_counter()
     split = split_of(films.ids, SEED, VALIDATION, EVALUATION)
@@ -98,6 +100,9 @@ def run(
             "label_prior_micro_f1": line["label_prior_micro_f1"],
         }
         (folder / "metrics.json").write_text(json.dumps(scores, indent=2))
+        ids = [i for i, s in zip(films.ids, split, strict=True) if s == "evaluation"]
+        frame = predictions_frame(ids, evaluation_probs, thresholds, films.genres, truth)
+        (folder / "predictions.csv").write_text(frame.to_csv(index=False))
     return line
 
 
