@@ -12,8 +12,7 @@ CACHES = ("auto", "memory", "disk", "none")  # train --cache (job/data/cache.py)
 MODELS = ("cnn", "lstm", "fusion")  # posters, overviews, both (job/model/networks.py)
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (positive_weights)
 EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
-# lstm/fusion: the TF-IDF n-gram branch (networks): none, a dense layer, or linear logits
-TEXT_FEATURES = ("none", "tfidf", "linear")
+TEXT_FEATURES = ("none", "tfidf")  # lstm/fusion: the TF-IDF n-gram branch (networks)
 # cnn/fusion: the poster's colour histogram joined before the output (networks), or not
 COLOUR_FEATURES = ("none", "histogram")
 

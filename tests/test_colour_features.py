@@ -1,6 +1,5 @@
-"""The poster colour-histogram branch (colour_features) and the linear TF-IDF branch
-(text_features "linear"): the baseline's features computed inside the model, the linear
-branch's logits added to the networks', both trained under two replicas and exported."""
+"""The poster colour-histogram branch (colour_features): the baseline's features computed
+inside the model, trained beside the TF-IDF branch under two replicas and exported."""
 
 from __future__ import annotations
 
@@ -59,33 +58,18 @@ def test_tuned_posters_models_join_the_colours_and_notebook_ones_do_not(model):
         assert built.count_params() == plain.count_params() + 512 * 25 + 4 * 512
 
 
-def test_linear_ngram_logits_are_added_to_the_lstm_s():
-    config = TrainConfig(model="lstm", data="d", output="o", text_features="linear")
-    model = build_for(config, 5, vectorizers(ngrams=True))
-    tokens = np.zeros((2, config.sequence_length), np.int64)
-    tokens[0, :3], tokens[1, :2] = [1, 2, 3], [3, 3]
-    ngrams = np.array([[0.0, 1.0, 1.5, 2.0], [0.0, 2.0, 0.0, 0.0]], np.float32)
-
-    probs = model({"Tokens": tokens, "Ngrams": ngrams}).numpy()
-
-    networks_part = model.get_layer("Logits")(model.get_layer("overview")(tokens))
-    linear_part = model.get_layer("ngram_logits")(ngrams)
-    np.testing.assert_allclose(probs, keras.ops.sigmoid(networks_part + linear_part), rtol=1e-5)
-    assert len(model.losses) == 1  # the linear branch's weight decay
-
-
 def test_exported_fusion_with_both_branches_predicts_what_the_two_replica_run_scored(
     demo_dir, tmp_path, cli
 ):
     run, predicted = tmp_path / "run", tmp_path / "predicted.csv"
     result = cli(
         "train", "--model", "fusion", "--data", demo_dir, "--output", run, "--epochs", 1,
-        "--cpu-replicas", 2, "--batch-size", 4, "--text-features", "linear",
+        "--cpu-replicas", 2, "--batch-size", 4, "--text-features", "tfidf",
         "--colour-features", "histogram", *LSTM_FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
-    assert (config["text_features"], config["colour_features"]) == ("linear", "histogram")
+    assert (config["text_features"], config["colour_features"]) == ("tfidf", "histogram")
     assert config["run"]["replicas"] == 2
 
     # predict feeds model.keras raw overview strings and posters

@@ -153,8 +153,7 @@ def rate(name: str, text: str):
 @recipe_option(
     "text_features",
     click.Choice(TEXT_FEATURES),
-    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM, through a "
-    "dense layer (tfidf) or straight into the output (linear).",
+    "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
 )
 @recipe_switch("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words.")
 @recipe_option(

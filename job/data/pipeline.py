@@ -5,7 +5,7 @@ Each film's input is computed once and kept in memory:
                later epochs never decode again (in memory, or in a local file:
                job/data/cache.py);
   overviews -> int token ids (100,) from a TextVectorization adapted on TRAINING texts;
-               with text_features "tfidf"/"linear" also TF-IDF weights of words and word
+               with text_features "tfidf" also TF-IDF weights of words and word
                pairs, kept as each film's nonzero ones and made dense per batch.
 The vectorizers run here, once, not inside the replicated model (a TextVectorization
 layer inside a model fails under MirroredStrategy with two or more replicas) nor in

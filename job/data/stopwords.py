@@ -1,5 +1,5 @@
 """English stop words dropped from overviews before the TF-IDF branch counts words and
-word pairs (text_features "tfidf"/"linear" with ngram_stop_words), as the TF-IDF + logistic
+word pairs (text_features "tfidf" with stop_words), as the TF-IDF + logistic
 regression baseline drops them (scripts/baseline_tfidf.py)."""
 
 from __future__ import annotations

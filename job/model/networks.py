@@ -7,9 +7,7 @@ fusion: {"Poster", "Tokens"} -> the CNN's 1024 features and the LSTM's 128, join
         -> genre probabilities; exported as {"Poster", "Overview"}.
 With text_features "tfidf" (the tuned recipe), lstm and fusion also take "Ngrams": an
 overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense layer joined
-beside the LSTM's features; exported with that vectorizer in front too. With "linear" the
-same TF-IDF, each row scaled to unit length, goes straight into the output's logits through
-one L2-decayed linear layer (a logistic regression beside the networks).
+beside the LSTM's features; exported with that vectorizer in front too.
 With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
 (ColourHistogram, computed in the model from its pixels) before the output layer.
 """
@@ -26,10 +24,6 @@ from job.config import TrainConfig
 NGRAM_TOKENS = 20_000  # words and word pairs of the TF-IDF branch
 NGRAM_UNITS = 256  # its dense layer
 NGRAM_DROPOUT = 0.5  # on its TF-IDF input and on its dense layer's output
-# The linear branch: L2 weight decay of its weights; unit-length rows times NGRAM_SCALE, so
-# that under Adam its logits move about as fast as the networks' (Adam's steps ignore scale).
-NGRAM_L2 = 1e-5
-NGRAM_SCALE = 10.0
 
 
 def build_cnn(
@@ -130,20 +124,9 @@ def build_lstm(
     return keras.Model(tokens, genres, name="lstm")
 
 
-def ngram_branch(ngram_tokens: int, logits_of: int | None = None) -> keras.Model:
-    """TF-IDF of an overview's words and word pairs -> NGRAM_UNITS features, or with
-    `logits_of` (genres) that many logits of a linear model (named "ngram_logits")."""
+def ngram_branch(ngram_tokens: int) -> keras.Model:
+    """TF-IDF of an overview's words and word pairs -> NGRAM_UNITS features."""
     ngrams = keras.Input((ngram_tokens,), name="Ngrams")
-    if logits_of is not None:
-        x = layers.UnitNormalization(name="NgramNorm")(ngrams)
-        x = layers.Rescaling(NGRAM_SCALE, name="NgramScale")(x)
-        logits = layers.Dense(
-            logits_of,
-            kernel_regularizer=keras.regularizers.L2(NGRAM_L2),
-            dtype="float32",
-            name="NgramLogits",
-        )(x)
-        return keras.Model(ngrams, logits, name="ngram_logits")
     x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop1")(ngrams)
     x = layers.Dense(NGRAM_UNITS, activation="relu", name="NgramDense")(x)
     x = layers.Dropout(NGRAM_DROPOUT, name="NgramDrop2")(x)
@@ -158,9 +141,7 @@ def build_fusion(
     name: str = "fusion",
 ) -> keras.Model:
     """The notebook models up to their last hidden layer (and the n-gram branch), joined
-    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it. A
-    linear n-gram branch (ngram_branch's logits) adds its logits to the output layer's."""
-    linear = ngrams is not None and ngrams.name == "ngram_logits"
+    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it."""
     branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
     if cnn is not None:
         last = "PosterJoined" if "Colours" in [layer.name for layer in cnn.layers] else "Drop6"
@@ -172,16 +153,9 @@ def build_fusion(
         key: keras.Input(branch.input.shape[1:], dtype=branch.input.dtype, name=key)
         for branch, key in branches
     }
-    joinable = [(branch, key) for branch, key in branches if not (linear and branch is ngrams)]
-    features = [branch(inputs[key]) for branch, key in joinable]
-    # (1024 + 128 [+ NGRAM_UNITS],)
-    joined = layers.Concatenate(name="Joined")(features) if len(features) > 1 else features[0]
-    if not linear:
-        genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")
-        return keras.Model(inputs, genres(joined), name=name)
-    logits = layers.Dense(num_genres, dtype="float32", name="Logits")(joined)
-    logits = layers.Add(name="Summed")([logits, ngrams(inputs["Ngrams"])])
-    genres = layers.Activation("sigmoid", dtype="float32", name="Output")(logits)
+    features = [branch(inputs[key]) for branch, key in branches]
+    joined = layers.Concatenate(name="Joined")(features)  # (1024 + 128 [+ NGRAM_UNITS],)
+    genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(joined)
     return keras.Model(inputs, genres, name=name)
 
 
@@ -312,8 +286,7 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
     )
     ngrams = None
     if "Ngrams" in vectorizers:
-        linear = num_genres if config.text_features == "linear" else None
-        ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size(), linear)
+        ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size())
     elif config.model == "lstm":
         return lstm
     return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model)

@@ -145,8 +145,6 @@ def fit(
                 probs = model(posters_or_tokens, training=True)  # (batch, genres)
                 losses = loss_fn(labels, probs)  # (batch,)
                 loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
-                if model.losses:  # weight decay (the linear n-gram branch's), once per step
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             gradients = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
             return counts(labels, probs, losses, stopping)
