@@ -1,15 +1,12 @@
 """The poster colour-histogram branch (colour_features): the baseline's features computed
-inside the model, trained beside the TF-IDF branch under two replicas and exported."""
+inside the model (trained under two replicas and exported: tests/test_text_features.py)."""
 
 from __future__ import annotations
-
-import json
 
 import keras
 import numpy as np
 import pytest
-from conftest import LSTM_FAST
-from test_text_features import read_probabilities, vectorizers
+from test_text_features import vectorizers
 
 from job.config import TrainConfig
 from job.model.networks import ColourHistogram, build_cnn, build_for
@@ -56,26 +53,3 @@ def test_tuned_posters_models_join_the_colours_and_notebook_ones_do_not(model):
     if model == "cnn":  # the notebook's model itself, parameter for parameter
         assert plain.count_params() == build_cnn(25).count_params()
         assert built.count_params() == plain.count_params() + 512 * 25 + 4 * 512
-
-
-def test_exported_fusion_with_both_branches_predicts_what_the_two_replica_run_scored(
-    demo_dir, tmp_path, cli
-):
-    run, predicted = tmp_path / "run", tmp_path / "predicted.csv"
-    result = cli(
-        "train", "--model", "fusion", "--data", demo_dir, "--output", run, "--epochs", 1,
-        "--cpu-replicas", 2, "--batch-size", 4, "--text-features", "tfidf",
-        "--colour-features", "histogram", *LSTM_FAST,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    config = json.loads((run / "config.json").read_text())
-    assert (config["text_features"], config["colour_features"]) == ("tfidf", "histogram")
-    assert config["run"]["replicas"] == 2
-
-    # predict feeds model.keras raw overview strings and posters
-    result = cli("predict", "--model-dir", run, "--data", demo_dir, "--output", predicted)
-
-    assert result.exit_code == 0, result.output
-    scored = read_probabilities(run / "predictions.csv")
-    served = read_probabilities(predicted).loc[scored.index]
-    np.testing.assert_allclose(served.to_numpy(), scored.to_numpy(), atol=1e-5)

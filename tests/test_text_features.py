@@ -97,15 +97,18 @@ def read_probabilities(path) -> pd.DataFrame:
 
 
 def test_exported_fusion_predicts_what_the_two_replica_run_scored(demo_dir, tmp_path, cli):
+    """The tuned fusion (TF-IDF branch, stop words dropped) with the poster's colour branch
+    too (tests/test_colour_features.py), trained on 2 replicas, exported, predicted."""
     run, predicted = tmp_path / "run", tmp_path / "predicted.csv"
     # 2 replicas x 4: the first validation batch splits evenly between the replicas.
     result = cli(
         "train", "--model", "fusion", "--data", demo_dir, "--output", run, "--epochs", 1,
-        "--cpu-replicas", 2, "--batch-size", 4, *LSTM_FAST,
+        "--cpu-replicas", 2, "--batch-size", 4, "--colour-features", "histogram", *LSTM_FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
-    assert (config["text_features"], config["run"]["replicas"]) == ("tfidf", 2)
+    assert (config["text_features"], config["stop_words"]) == ("tfidf", True)
+    assert (config["colour_features"], config["run"]["replicas"]) == ("histogram", 2)
 
     # predict feeds model.keras raw overview strings and posters
     result = cli("predict", "--model-dir", run, "--data", demo_dir, "--output", predicted)
