@@ -14,6 +14,8 @@ from conftest import ROOT, scaled
 pytestmark = pytest.mark.slow  # runs every benchmark script
 
 TRAINING_RUNS = ("cnn", "cnn_mixed_precision", "cnn_jit_compile", "lstm_notebook", "lstm_tuned")
+# The scripts' own sample sizes, smaller: one batch an epoch shows every figure.
+FILMS = {"bench_training.py": ["64"]}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +92,7 @@ def test_benchmark_prints_its_figures(script, figures, demo_dir, tmp_path):
     env["GENRE_JOB_BENCH_ROUNDS"] = "1"  # the figures' names and signs, not their spread
     env.pop("STORAGE_EMULATOR_HOST", None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), str(demo_dir)],
+        [sys.executable, str(ROOT / "scripts" / script), str(demo_dir), *FILMS.get(script, [])],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,6 +1,7 @@
 """The output lease through the CLI, with real processes: a running job's lease refuses a
 second job (exit 4); after the running job is SIGKILLed, the same command waits out its
-lease, takes it over (logged) and resumes. Local folder and gs:// (fake-gcs-server)."""
+lease, takes it over (logged) and resumes. On gs:// (fake-gcs-server) only: the lease's
+rules on a local folder and memory:// are tests/test_lock.py's, without training jobs."""
 
 from __future__ import annotations
 
@@ -37,16 +38,9 @@ def finished_epochs(output: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize("where", ["local", "gcs"])
-def test_a_live_lease_refuses_and_a_killed_jobs_lease_is_taken_over(
-    where, demo_dir, tmp_path, request
-):
-    if where == "local":
-        data, output = str(demo_dir), str(tmp_path / "run")
-    else:
-        bucket = request.getfixturevalue("bucket")
-        data, output = f"{bucket}/imdb", f"{bucket}/runs/cnn"
-        copy_tree(demo_dir, data)
+def test_a_live_lease_refuses_and_a_killed_jobs_lease_is_taken_over(demo_dir, bucket):
+    data, output = f"{bucket}/imdb", f"{bucket}/runs/cnn"
+    copy_tree(demo_dir, data)
 
     first = start(data, output)
     deadline = time.monotonic() + scaled(300)
