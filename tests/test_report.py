@@ -304,7 +304,7 @@ def test_average_runs_scores_the_mean_of_the_runs_probabilities(runs, demo_dir, 
     for run, frame in frames.items():
         assert frame.index.tolist() == first.index.tolist()  # the same evaluation films
         saved = json.loads(storage.read_bytes(f"{run}/metrics.json"))["tuned_thresholds"]
-        assert line["mAP_each"][run] == pytest.approx(saved["mAP"], abs=2e-4)
+        assert line["mAP_each"][run] == round(saved["mAP"], 4)  # the CSV keeps the order
     genres = [c for c in first.columns if c.startswith("prob_")]
     truth = np.array([[g[5:] in t.split("|") for g in genres] for t in first["true_genres"]])
     probs = {run: frame[genres].to_numpy() for run, frame in frames.items()}
