@@ -73,9 +73,12 @@ class ColourHistogram(layers.Layer):
         levels = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, self.bins - 1)  # 1.0 -> last
         index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
         index = tf.reshape(index, (tf.shape(index)[0], -1))  # (batch, pixels)
-        bins = self.bins**3
-        counts = tf.math.bincount(index, minlength=bins, maxlength=bins, axis=-1)
-        shares = tf.cast(counts, tf.float32) / tf.cast(tf.shape(index)[1], tf.float32)
+        # The raw op with a constant size: tf.math.bincount computes its size from the data,
+        # which XLA (--jit-compile) refuses. No weights: counts, as float32.
+        counts = tf.raw_ops.DenseBincount(
+            input=index, size=self.bins**3, weights=tf.zeros([0]), binary_output=False
+        )
+        shares = counts / tf.cast(tf.shape(index)[1], tf.float32)
         return tf.sqrt(shares)
 
     def compute_output_shape(self, input_shape):
