@@ -39,9 +39,9 @@ def test_colour_histogram_is_the_baseline_s_features_of_the_pixels():
 
 @pytest.mark.parametrize("model", ["cnn", "fusion"])
 def test_tuned_posters_models_join_the_colours_and_notebook_ones_do_not(model):
-    """The tuned cnn joins them by default; fusion only when asked."""
+    """Tuned cnn and fusion join them by default."""
     default = TrainConfig(model=model, data="d", output="o")
-    assert default.colour_features == {"cnn": "histogram", "fusion": "none"}[model]
+    assert default.colour_features == "histogram"
     tuned = TrainConfig(model=model, data="d", output="o", colour_features="histogram")
     notebook = TrainConfig(model=model, data="d", output="o", recipe="notebook")
     assert notebook.colour_features == "none"

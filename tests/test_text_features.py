@@ -42,7 +42,9 @@ def test_tuned_models_have_the_ngram_branch_and_notebook_ones_do_not(model):
     branch = built.get_layer("ngrams")
     assert branch.input.shape[1:] == (4,)  # the n-gram vocabulary with its OOV slot
     joined = built.get_layer("Joined").output.shape[-1]
-    assert joined == 128 + branch.output.shape[-1] + (1024 if model == "fusion" else 0)
+    # BiLSTM 128, the n-gram branch, and fusion's poster side: the CNN's 1024 and the 8x8x8
+    # colour histogram (tuned joins it too).
+    assert joined == 128 + branch.output.shape[-1] + (1024 + 512 if model == "fusion" else 0)
 
     plain = build_for(notebook, 25, vectorizers(ngrams=False))
     assert "ngrams" not in [layer.name for layer in plain.layers]
