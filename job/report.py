@@ -279,17 +279,20 @@ def write_report(
     count: int = 12,
     seed: int = 0,
 ) -> list[str]:
-    """Writes examples.png, examples.html, training.png and per_genre.png into the run
-    folder; returns their URLs. Films: `ids`, or `count` evaluation films drawn with `seed`."""
+    """Writes examples.png, examples.html, training.png (not for an ensemble: it has no
+    history.csv) and per_genre.png into the run folder; returns their URLs. Films: `ids`,
+    or `count` evaluation films drawn with `seed`."""
     films = load_films(run_url, data_url, ids, count, seed)
-    history = _read_csv(storage.join(run_url, "history.csv"))
     metrics = _read_json(storage.join(run_url, "metrics.json"))
     renderers = {
         "examples.png": lambda: examples_png(films),
         "examples.html": lambda: examples_html(films, run_url).encode("utf-8"),
-        "training.png": lambda: training_png(history),
-        "per_genre.png": lambda: per_genre_png(metrics),
     }
+    history_url = storage.join(run_url, "history.csv")
+    if storage.exists(history_url):  # an ensemble (job/ensemble.py) trained no epochs
+        history = _read_csv(history_url)
+        renderers["training.png"] = lambda: training_png(history)
+    renderers["per_genre.png"] = lambda: per_genre_png(metrics)
     outputs = {}  # all rendered before any is written: a failure leaves the run as it was
     with Progress("render report", len(renderers), "files") as progress:
         for name, render in renderers.items():
@@ -312,10 +315,12 @@ SPREAD_SCORES = ("micro_f1", "macro_f1", "mAP")
 
 def setting_of(config: dict) -> str:
     """`model/recipe` and a digest of the other settings: equal for runs that differ only
-    in their seed."""
+    in their seed; an ensemble's (job/ensemble.py) ends in `/ensemble-<its run count>`."""
     settings = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
-    return f"{config.get('model')}/{config.get('recipe')}#{digest}"
+    members = config.get("run", {}).get("ensemble_of")
+    ensemble = f"/ensemble-{len(members)}" if members else ""
+    return f"{config.get('model')}/{config.get('recipe')}#{digest}{ensemble}"
 
 
 def compare_runs(run_urls: list[str]) -> pd.DataFrame:

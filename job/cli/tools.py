@@ -1,4 +1,4 @@
-"""`genre-job prepare`, `report`, `compare` and `demo-data`."""
+"""`genre-job prepare`, `report`, `compare`, `ensemble` and `demo-data`."""
 
 from __future__ import annotations
 
@@ -63,6 +63,31 @@ def compare(runs: tuple[str, ...]) -> None:
     from job.report import compare_runs, format_comparison
 
     click.echo(format_comparison(compare_runs(list(runs))), nl=False)
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--output", required=True, help="The ensemble's run folder: new or empty.")
+@click.option("--data", "data_url", help="Dataset root; default: the runs' config.json.")
+@reports_errors
+def ensemble(runs: tuple[str, ...], output: str, data_url: str | None) -> None:
+    """Average finished runs of one model and split (seeds, say) into one run folder.
+
+    Thresholds are tuned again on the validation films and the evaluation films scored;
+    predict, report and compare take the folder like a run's.
+
+    \b
+    Example:
+      genre-job ensemble runs/fusion-s42 runs/fusion-s1 runs/fusion-s2 --output runs/fusion-x3
+      genre-job predict --model-dir runs/fusion-x3 --data gs://my-bucket/new --output new.csv
+    """
+    tfstart.load()
+    from job.ensemble import write_ensemble
+
+    scores = write_ensemble(list(runs), output, data_url)["tuned_thresholds"]
+    click.echo(f"micro-F1 {scores['micro_f1']:.3f} mAP {scores['mAP']:.3f} on "
+               f"{scores['films']} evaluation films")  # fmt: skip
+    click.echo(f"predictions: {output.rstrip('/')}/predictions.csv")
 
 
 @click.command("demo-data")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from job import storage
@@ -86,43 +87,23 @@ def finish_run(
             counted = [PredictProgress(progress, 256)]
             return model.predict(dataset, verbose=0, callbacks=counted)  # (films, genres)
 
-    thresholds = metrics.tune_thresholds(labels[split == "validation"], probabilities("validation"))
+    validation, evaluation = split == "validation", split == "evaluation"
+    validation_probs = probabilities("validation")
     evaluation_probs = probabilities("evaluation")
-    evaluation_labels = labels[split == "evaluation"]
-    scores = {
-        "model": config.model,
-        "evaluation_films": int((split == "evaluation").sum()),
-        "tuned_thresholds": metrics.score(
-            evaluation_labels, evaluation_probs, thresholds, films.genres
-        ),
-        "threshold_0.5": metrics.score(evaluation_labels, evaluation_probs, 0.5, films.genres),
-        "label_prior_micro_f1": metrics.label_prior_micro_f1(
-            labels[split == "train"], evaluation_labels
-        ),
-    }
-    tuned = scores["tuned_thresholds"]
-    log.info(
-        "evaluation: micro-F1 %.3f macro-F1 %.3f mAP %.3f (at 0.5: micro-F1 %.3f; "
-        "label prior %.3f)",
-        tuned["micro_f1"],
-        tuned["macro_f1"],
-        tuned["mAP"],
-        scores["threshold_0.5"]["micro_f1"],
-        scores["label_prior_micro_f1"],
+    thresholds, scores = score_evaluation(
+        config.model,
+        films.genres,
+        (labels[validation], validation_probs),
+        (labels[evaluation], evaluation_probs),
+        metrics.label_prior_micro_f1(labels[split == "train"], labels[evaluation]),
     )
-
-    exported = inference_model(model, vectorizers)
-    exported.save(staging / "model.keras")
-    export_saved_model(exported, staging / SAVED_MODEL)
-    (staging / "thresholds.json").write_text(
-        json.dumps(dict(zip(films.genres, thresholds.tolist(), strict=True)), indent=2)
+    evaluation_ids = [i for i, e in zip(films.ids, evaluation, strict=True) if e]
+    predictions = predictions_frame(
+        evaluation_ids, evaluation_probs, thresholds, films.genres, labels[evaluation]
     )
-    evaluation_ids = [i for i, s in zip(films.ids, split, strict=True) if s == "evaluation"]
-    frame = predictions_frame(
-        evaluation_ids, evaluation_probs, thresholds, films.genres, evaluation_labels
+    write_outputs(
+        staging, inference_model(model, vectorizers), films.genres, thresholds, scores, predictions
     )
-    (staging / "predictions.csv").write_text(frame.to_csv(index=False))
-    (staging / "metrics.json").write_text(json.dumps(scores, indent=2))
     with refused_writes(config.output, PermissionError):
         mirror.sync()
         storage.write_text(storage.join(config.output, "config.json"), config.to_json())
@@ -133,3 +114,53 @@ def finish_run(
         storage.join(config.output, "predictions.csv"),
     )
     return scores
+
+
+def score_evaluation(
+    model: str,
+    genres: list[str],
+    validation: tuple[np.ndarray, np.ndarray],
+    evaluation: tuple[np.ndarray, np.ndarray],
+    label_prior: float,
+) -> tuple[np.ndarray, dict]:
+    """Thresholds tuned on the validation films' (labels, probabilities), and metrics.json's
+    scores of the evaluation films' with them."""
+    thresholds = metrics.tune_thresholds(*validation)
+    labels, probs = evaluation
+    scores = {
+        "model": model,
+        "evaluation_films": len(labels),
+        "tuned_thresholds": metrics.score(labels, probs, thresholds, genres),
+        "threshold_0.5": metrics.score(labels, probs, 0.5, genres),
+        "label_prior_micro_f1": label_prior,
+    }
+    tuned = scores["tuned_thresholds"]
+    log.info(
+        "evaluation: micro-F1 %.3f macro-F1 %.3f mAP %.3f (at 0.5: micro-F1 %.3f; "
+        "label prior %.3f)",
+        tuned["micro_f1"],
+        tuned["macro_f1"],
+        tuned["mAP"],
+        scores["threshold_0.5"]["micro_f1"],
+        label_prior,
+    )
+    return thresholds, scores
+
+
+def write_outputs(
+    staging: Path,
+    exported: keras.Model,
+    genres: list[str],
+    thresholds: np.ndarray,
+    scores: dict,
+    predictions: pd.DataFrame,
+) -> None:
+    """model.keras, saved_model/, thresholds.json, predictions.csv and metrics.json into the
+    local staging folder."""
+    exported.save(staging / "model.keras")
+    export_saved_model(exported, staging / SAVED_MODEL)
+    (staging / "thresholds.json").write_text(
+        json.dumps(dict(zip(genres, thresholds.tolist(), strict=True)), indent=2)
+    )
+    (staging / "predictions.csv").write_text(predictions.to_csv(index=False))
+    (staging / "metrics.json").write_text(json.dumps(scores, indent=2))

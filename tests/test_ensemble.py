@@ -1,0 +1,140 @@
+"""`genre-job ensemble`: finished runs averaged into a run folder whose probabilities are the
+mean of its runs', its thresholds tuned on the validation films, its scores as a run's;
+predict, report and compare take it; runs that cannot be averaged are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import LSTM_FAST
+from runcheck import check_values, read_csv, split_by_hash
+
+from job.cli import main
+from job.model.metrics import tune_thresholds
+
+pytestmark = pytest.mark.slow  # trains two fusion runs
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def runs(demo_dir, tmp_path_factory) -> dict:
+    """Two 1-epoch fusion runs on the demo films, seeds 1 and 2, and each one's predictions
+    for every film of the demo data."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    found = {"folder": folder, "data": str(demo_dir)}
+    for seed in (1, 2):
+        output = folder / f"fusion-{seed}"
+        trained = invoke("train", "--model", "fusion", "--data", demo_dir, "--output", output,
+                         "--epochs", 1, "--seed", seed, *LSTM_FAST)  # fmt: skip
+        assert trained.exit_code == 0, trained.output
+        predicted = invoke("predict", "--model-dir", output, "--data", demo_dir,
+                           "--output", folder / f"fusion-{seed}-all.csv")  # fmt: skip
+        assert predicted.exit_code == 0, predicted.output
+        found[seed] = str(output)
+    return found
+
+
+def probabilities(frame, genres: list[str]) -> np.ndarray:
+    return frame[[f"prob_{g}" for g in genres]].to_numpy().astype(np.float32)
+
+
+def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
+    folder, data = runs["folder"], runs["data"]
+    output = folder / "fusion-x2"
+
+    result = invoke("ensemble", runs[1], runs[2], "--output", output)
+
+    assert result.exit_code == 0, result.output
+    config = json.loads((output / "config.json").read_text())
+    assert config["run"]["ensemble_of"] == [runs[1], runs[2]]
+    genres = config["run"]["genres"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    tuned = metrics["tuned_thresholds"]
+    assert result.stdout == (
+        f"micro-F1 {tuned['micro_f1']:.3f} mAP {tuned['mAP']:.3f} on "
+        f"{metrics['evaluation_films']} evaluation films\n"
+        f"predictions: {output}/predictions.csv\n"
+    )
+    assert (output / "_SUCCESS").exists() and (output / "saved_model").is_dir()
+    # predictions.csv: the runs' evaluation films, each probability the mean of the runs'
+    # (and predicted_genres, true_genres and metrics.json checked against scikit-learn).
+    check_values(str(output), config, data)
+    own = read_csv(f"{output}/predictions.csv")
+    first, second = (read_csv(f"{runs[seed]}/predictions.csv") for seed in (1, 2))
+    assert own["Id"].tolist() == first["Id"].tolist() == second["Id"].tolist()
+    mean = (probabilities(first, genres) + probabilities(second, genres)) / 2
+    np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
+    assert (
+        metrics["label_prior_micro_f1"]
+        == json.loads((folder / "fusion-1" / "metrics.json").read_text())["label_prior_micro_f1"]
+    )
+
+    # Its model, through predict, gives every film the mean of the runs' probabilities.
+    everything = folder / "fusion-x2-all.csv"
+    predicted = invoke("predict", "--model-dir", output, "--data", data, "--output", everything)
+    assert predicted.exit_code == 0, predicted.output
+    own_all = read_csv(str(everything))
+    each = [read_csv(str(folder / f"fusion-{seed}-all.csv")) for seed in (1, 2)]
+    mean_all = (probabilities(each[0], genres) + probabilities(each[1], genres)) / 2
+    np.testing.assert_allclose(probabilities(own_all, genres), mean_all, atol=1e-6)
+    # thresholds.json: tuned on the validation films' averaged probabilities.
+    validation = np.array(
+        [split_by_hash(i, 42, 0.1, 0.1) == "validation" for i in own_all["Id"]], dtype=bool
+    )
+    labels = np.array(
+        [[g in t.split("|") for g in genres] for t in own_all["true_genres"]], dtype=int
+    )
+    expected = tune_thresholds(labels[validation], probabilities(own_all, genres)[validation])
+    thresholds = json.loads((output / "thresholds.json").read_text())
+    np.testing.assert_array_equal([thresholds[g] for g in genres], expected)
+
+    # report (no training.png: no epochs) and compare take it like a run.
+    reported = invoke("report", "--run", output)
+    assert reported.exit_code == 0, reported.output
+    assert reported.stdout.split() == [
+        f"{output}/{name}" for name in ("examples.png", "examples.html", "per_genre.png")
+    ]
+    compared = invoke("compare", runs[1], runs[2], output)
+    assert compared.exit_code == 0, compared.output
+    rows = {line.split()[0]: line.split() for line in compared.stdout.splitlines()[1:4]}
+    assert rows["fusion-x2"][2] == rows["fusion-1"][2] + "/ensemble-2"
+    assert f"{rows['fusion-1'][2]}  2 runs" in compared.stdout  # the runs' spread, without it
+
+
+def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):
+    folder = runs["folder"]
+    other = folder / "fusion-other-split"
+    shutil.copytree(runs[2], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"split_seed": 7}))
+    taken = folder / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    refusals = [
+        ([runs[1]], folder / "one", 3,
+         "Error: an ensemble needs at least two runs (name two or more run folders)"),
+        ([runs[1], other], folder / "two", 3,
+         f"Error: {other}: --split-seed 7, but 42 in {runs[1]} "
+         "(average runs of one model trained on one split)"),
+        ([runs[1], runs[2]], taken, 4,
+         f"Error: {taken}: not empty (choose a new folder for --output)"),
+        ([runs[1], runs[2]], f"{runs[1]}/x2", 4,
+         f"Error: {runs[1]}/x2: inside the run {runs[1]} (choose another --output)"),
+    ]  # fmt: skip
+    for members, output, code, message in refusals:
+        result = invoke("ensemble", *members, "--output", output)
+
+        assert result.exit_code == code, result.output
+        assert result.stderr.strip().splitlines()[-1] == message
+    assert not (folder / "one").exists() and not (folder / "two").exists()
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in (folder / "fusion-1").iterdir()) == sorted(
+        p.name for p in (folder / "fusion-2").iterdir()
+    )  # no x2 folder in the first run
