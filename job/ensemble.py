@@ -1,5 +1,6 @@
-"""`genre-job ensemble`: finished runs of one model on one split, their probabilities
-averaged, written as a run folder that predict, report and compare take like any other.
+"""`genre-job ensemble`: finished runs on one split (seeds of one model, or an lstm and a
+cnn: a late fusion), their probabilities averaged, written as a run folder that predict,
+report and compare take like any other.
 
 Thresholds are tuned again on the validation films, and the evaluation films scored, as at
 the end of a run (train.finish). Averaging three seeds of the tuned fusion scored a higher
@@ -26,39 +27,51 @@ from job.train.runfolder import SUCCESS
 
 log = logging.getLogger(__name__)
 
-# What the members must share: the same films in the same split, read and decoded alike.
-SHARED = (
-    "model", "csv", "images", "split_seed", "validation_fraction", "evaluation_fraction",
-    "image_size", "poster_decoding",
-)  # fmt: skip
+# What the members must share: the same films in the same split; those that read posters,
+# decoded alike.
+SHARED = ("csv", "images", "split_seed", "validation_fraction", "evaluation_fraction")
+POSTER_SHARED = ("image_size", "poster_decoding")
+READS = {"cnn": {"Poster"}, "lstm": {"Overview"}, "fusion": {"Poster", "Overview"}}
 
 
 def average_model(models: list[keras.Model]) -> keras.Model:
-    """One model taking the members' named inputs, returning their mean probabilities."""
-    first = models[0]
-    inputs = {t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in first.inputs}
-    fed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    """One model taking all the members' named inputs (each member gets its own), returning
+    the mean of their probabilities."""
+    specs = {t.name: t for model in models for t in model.inputs}
+    inputs = {n: keras.Input(t.shape[1:], dtype=t.dtype, name=n) for n, t in specs.items()}
+    outputs = []
     for number, member in enumerate(models):
         member.name = f"member_{number}"  # layer names are unique within a model
-    members = [member(fed) for member in models]
-    return keras.Model(fed, keras.layers.Average(name="Average")(members), name="ensemble")
+        names = [t.name for t in member.inputs]
+        outputs.append(
+            member({n: inputs[n] for n in names} if len(names) > 1 else inputs[names[0]])
+        )
+    fed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    return keras.Model(fed, keras.layers.Average(name="Average")(outputs), name="ensemble")
 
 
-def check_members(runs: list[str], configs: list[TrainConfig]) -> None:
-    """InputError unless the runs are at least two, of one model on one split."""
+def ensemble_config(runs: list[str], configs: list[TrainConfig]) -> TrainConfig:
+    """The config the ensemble is read and scored by: the first run's (the first that reads
+    posters, if any does), its model the one reading every input the runs read (an lstm and
+    a cnn together: fusion). InputError unless the runs are at least two on one split."""
     if len(runs) < 2:
         raise InputError("an ensemble needs at least two runs", "name two or more run folders")
-    first = configs[0]
-    for run, config in zip(runs[1:], configs[1:], strict=True):
-        for name in SHARED:
+    reads = set().union(*(READS[c.model] for c in configs))
+    first = next((c for c in configs if "Poster" in READS[c.model]), configs[0])
+    named = runs[configs.index(first)]
+    for run, config in zip(runs, configs, strict=True):
+        shared = SHARED + (POSTER_SHARED if "Poster" in READS[config.model] else ())
+        for name in shared:
             if getattr(config, name) != getattr(first, name):
                 raise InputError(
                     f"{run}: --{name.replace('_', '-')} {getattr(config, name)}, but "
-                    f"{getattr(first, name)} in {runs[0]}",
-                    "average runs of one model trained on one split",
+                    f"{getattr(first, name)} in {named}",
+                    "average runs trained on the same films and split",
                 )
         if config.run["genres"] != first.run["genres"]:
-            raise InputError(f"{run}: other genres than {runs[0]}")
+            raise InputError(f"{run}: other genres than {named}")
+    first.model = next(m for m, needs in READS.items() if needs == reads)
+    return first
 
 
 def refuse_output(output: str, runs: list[str]) -> None:
@@ -74,9 +87,7 @@ def write_ensemble(runs: list[str], output: str, data: str | None = None) -> dic
     """Averages the finished `runs` into a run folder at `output`; returns its metrics."""
     refuse_output(output, runs)
     members = [load_run(run) for run in runs]
-    configs = [config for config, _, _ in members]
-    check_members(runs, configs)
-    config = configs[0]
+    config = ensemble_config(runs, [config for config, _, _ in members])
     data = data or config.data
     genres = config.run["genres"]
     model = average_model([member for _, member, _ in members])

@@ -16,7 +16,7 @@ from runcheck import check_values, read_csv, split_by_hash
 from job.cli import main
 from job.model.metrics import tune_thresholds
 
-pytestmark = pytest.mark.slow  # trains two fusion runs
+pytestmark = pytest.mark.slow  # trains two fusion runs and an lstm
 
 
 def invoke(*args):
@@ -26,7 +26,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def runs(demo_dir, tmp_path_factory) -> dict:
     """Two 1-epoch fusion runs on the demo films, seeds 1 and 2, and each one's predictions
-    for every film of the demo data."""
+    for every film of the demo data; a 1-epoch lstm run."""
     folder = tmp_path_factory.mktemp("ensemble")
     found = {"folder": folder, "data": str(demo_dir)}
     for seed in (1, 2):
@@ -38,6 +38,11 @@ def runs(demo_dir, tmp_path_factory) -> dict:
                            "--output", folder / f"fusion-{seed}-all.csv")  # fmt: skip
         assert predicted.exit_code == 0, predicted.output
         found[seed] = str(output)
+    lstm = folder / "lstm-1"
+    trained = invoke("train", "--model", "lstm", "--data", demo_dir, "--output", lstm,
+                     "--epochs", 1, "--seed", 1, *LSTM_FAST)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    found["lstm"] = str(lstm)
     return found
 
 
@@ -108,6 +113,25 @@ def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
     assert f"{rows['fusion-1'][2]}  2 runs" in compared.stdout  # the runs' spread, without it
 
 
+def test_an_lstm_and_a_fusion_average_into_a_model_of_both_inputs(runs):
+    """A late fusion: each run reads its own inputs, the ensemble reads both."""
+    output = runs["folder"] / "late"
+
+    result = invoke("ensemble", runs["lstm"], runs[1], "--output", output)
+
+    assert result.exit_code == 0, result.output
+    config = json.loads((output / "config.json").read_text())
+    assert config["model"] == "fusion"
+    genres = config["run"]["genres"]
+    check_values(str(output), config, runs["data"])
+    own, lstm, fusion = (
+        read_csv(f"{run}/predictions.csv") for run in (output, runs["lstm"], runs[1])
+    )
+    assert own["Id"].tolist() == fusion["Id"].tolist() == lstm["Id"].tolist()
+    mean = (probabilities(lstm, genres) + probabilities(fusion, genres)) / 2
+    np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
+
+
 def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):
     folder = runs["folder"]
     other = folder / "fusion-other-split"
@@ -122,7 +146,7 @@ def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):
          "Error: an ensemble needs at least two runs (name two or more run folders)"),
         ([runs[1], other], folder / "two", 3,
          f"Error: {other}: --split-seed 7, but 42 in {runs[1]} "
-         "(average runs of one model trained on one split)"),
+         "(average runs trained on the same films and split)"),
         ([runs[1], runs[2]], taken, 4,
          f"Error: {taken}: not empty (choose a new folder for --output)"),
         ([runs[1], runs[2]], f"{runs[1]}/x2", 4,

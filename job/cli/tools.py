@@ -71,9 +71,10 @@ def compare(runs: tuple[str, ...]) -> None:
 @click.option("--data", "data_url", help="Dataset root; default: the runs' config.json.")
 @reports_errors
 def ensemble(runs: tuple[str, ...], output: str, data_url: str | None) -> None:
-    """Average finished runs of one model and split (seeds, say) into one run folder.
+    """Average finished runs on one split (seeds, or lstm and cnn) into one run folder.
 
-    Thresholds are tuned again on the validation films and the evaluation films scored;
+    Its model gives each run its own inputs and returns the mean probabilities;
+    thresholds are tuned again on the validation films and the evaluation films scored;
     predict, report and compare take the folder like a run's.
 
     \b
