@@ -97,7 +97,8 @@ def write_ensemble(runs: list[str], output: str, data: str | None = None) -> dic
     films, probs = score(config, model, films, storage.join(data, config.images), 256)
     split = config.split_of(films.ids)
     validation, evaluation = split == "validation", split == "evaluation"
-    # The label prior needs the training films: the members scored it on the same ones.
+    # The label prior needs the training films, which the ensemble does not read: the first
+    # run's (runs of one split share them, up to the films a model could not read).
     prior = json.loads(storage.read_bytes(storage.join(runs[0], "metrics.json")))
     thresholds, scores = score_evaluation(
         config.model,

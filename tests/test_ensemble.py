@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import LSTM_FAST
-from runcheck import check_values, read_csv, split_by_hash
+from runcheck import check_values, genre_matrix, read_csv, split_by_hash
 
 from job.cli import main
 from job.model.metrics import tune_thresholds
@@ -93,9 +93,7 @@ def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
     validation = np.array(
         [split_by_hash(i, 42, 0.1, 0.1) == "validation" for i in own_all["Id"]], dtype=bool
     )
-    labels = np.array(
-        [[g in t.split("|") for g in genres] for t in own_all["true_genres"]], dtype=int
-    )
+    labels = genre_matrix(own_all["true_genres"], genres)
     expected = tune_thresholds(labels[validation], probabilities(own_all, genres)[validation])
     thresholds = json.loads((output / "thresholds.json").read_text())
     np.testing.assert_array_equal([thresholds[g] for g in genres], expected)
