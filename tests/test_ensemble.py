@@ -16,7 +16,7 @@ from runcheck import check_values, genre_matrix, read_csv, split_by_hash
 from job.cli import main
 from job.model.metrics import tune_thresholds
 
-pytestmark = pytest.mark.slow  # trains two fusion runs and an lstm
+pytestmark = pytest.mark.slow  # trains two cnn runs and an lstm
 
 
 def invoke(*args):
@@ -25,17 +25,18 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def runs(demo_dir, tmp_path_factory) -> dict:
-    """Two 1-epoch fusion runs on the demo films, seeds 1 and 2, and each one's predictions
-    for every film of the demo data; a 1-epoch lstm run."""
+    """Two 1-epoch cnn runs on the demo films, seeds 1 and 2, and each one's predictions
+    for every film of the demo data; a 1-epoch lstm run. (The cnn: the cheapest run that
+    reads posters, so the ensemble's poster settings are checked.)"""
     folder = tmp_path_factory.mktemp("ensemble")
     found = {"folder": folder, "data": str(demo_dir)}
     for seed in (1, 2):
-        output = folder / f"fusion-{seed}"
-        trained = invoke("train", "--model", "fusion", "--data", demo_dir, "--output", output,
-                         "--epochs", 1, "--seed", seed, *LSTM_FAST)  # fmt: skip
+        output = folder / f"cnn-{seed}"
+        trained = invoke("train", "--model", "cnn", "--data", demo_dir, "--output", output,
+                         "--epochs", 1, "--seed", seed)  # fmt: skip
         assert trained.exit_code == 0, trained.output
         predicted = invoke("predict", "--model-dir", output, "--data", demo_dir,
-                           "--output", folder / f"fusion-{seed}-all.csv")  # fmt: skip
+                           "--output", folder / f"cnn-{seed}-all.csv")  # fmt: skip
         assert predicted.exit_code == 0, predicted.output
         found[seed] = str(output)
     lstm = folder / "lstm-1"
@@ -52,7 +53,7 @@ def probabilities(frame, genres: list[str]) -> np.ndarray:
 
 def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
     folder, data = runs["folder"], runs["data"]
-    output = folder / "fusion-x2"
+    output = folder / "cnn-x2"
 
     result = invoke("ensemble", runs[1], runs[2], "--output", output)
 
@@ -78,15 +79,15 @@ def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
     np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
     assert (
         metrics["label_prior_micro_f1"]
-        == json.loads((folder / "fusion-1" / "metrics.json").read_text())["label_prior_micro_f1"]
+        == json.loads((folder / "cnn-1" / "metrics.json").read_text())["label_prior_micro_f1"]
     )
 
     # Its model, through predict, gives every film the mean of the runs' probabilities.
-    everything = folder / "fusion-x2-all.csv"
+    everything = folder / "cnn-x2-all.csv"
     predicted = invoke("predict", "--model-dir", output, "--data", data, "--output", everything)
     assert predicted.exit_code == 0, predicted.output
     own_all = read_csv(str(everything))
-    each = [read_csv(str(folder / f"fusion-{seed}-all.csv")) for seed in (1, 2)]
+    each = [read_csv(str(folder / f"cnn-{seed}-all.csv")) for seed in (1, 2)]
     mean_all = (probabilities(each[0], genres) + probabilities(each[1], genres)) / 2
     np.testing.assert_allclose(probabilities(own_all, genres), mean_all, atol=1e-6)
     # thresholds.json: tuned on the validation films' averaged probabilities.
@@ -107,11 +108,11 @@ def test_the_ensemble_is_the_mean_of_its_runs_scored_as_a_run(runs):
     compared = invoke("compare", runs[1], runs[2], output)
     assert compared.exit_code == 0, compared.output
     rows = {line.split()[0]: line.split() for line in compared.stdout.splitlines()[1:4]}
-    assert rows["fusion-x2"][2] == rows["fusion-1"][2] + "/ensemble-2"
-    assert f"{rows['fusion-1'][2]}  2 runs" in compared.stdout  # the runs' spread, without it
+    assert rows["cnn-x2"][2] == rows["cnn-1"][2] + "/ensemble-2"
+    assert f"{rows['cnn-1'][2]}  2 runs" in compared.stdout  # the runs' spread, without it
 
 
-def test_an_lstm_and_a_fusion_average_into_a_model_of_both_inputs(runs):
+def test_an_lstm_and_a_cnn_average_into_a_fusion_of_both_inputs(runs):
     """A late fusion: each run reads its own inputs, the ensemble reads both."""
     output = runs["folder"] / "late"
 
@@ -122,17 +123,17 @@ def test_an_lstm_and_a_fusion_average_into_a_model_of_both_inputs(runs):
     assert config["model"] == "fusion"
     genres = config["run"]["genres"]
     check_values(str(output), config, runs["data"])
-    own, lstm, fusion = (
+    own, lstm, cnn = (
         read_csv(f"{run}/predictions.csv") for run in (output, runs["lstm"], runs[1])
     )
-    assert own["Id"].tolist() == fusion["Id"].tolist() == lstm["Id"].tolist()
-    mean = (probabilities(lstm, genres) + probabilities(fusion, genres)) / 2
+    assert own["Id"].tolist() == cnn["Id"].tolist() == lstm["Id"].tolist()
+    mean = (probabilities(lstm, genres) + probabilities(cnn, genres)) / 2
     np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
 
 
 def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):
     folder = runs["folder"]
-    other = folder / "fusion-other-split"
+    other = folder / "cnn-other-split"
     shutil.copytree(runs[2], other)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps(config | {"split_seed": 7}))
@@ -157,6 +158,6 @@ def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):
         assert result.stderr.strip().splitlines()[-1] == message
     assert not (folder / "one").exists() and not (folder / "two").exists()
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
-    assert sorted(p.name for p in (folder / "fusion-1").iterdir()) == sorted(
-        p.name for p in (folder / "fusion-2").iterdir()
+    assert sorted(p.name for p in (folder / "cnn-1").iterdir()) == sorted(
+        p.name for p in (folder / "cnn-2").iterdir()
     )  # no x2 folder in the first run

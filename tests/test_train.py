@@ -25,6 +25,8 @@ def test_train_and_predict_on_gcs(model, bucket, demo_dir, gcs_client, cli):
     assert result.exit_code == 0, result.output
     assert f"predictions: {output}/predictions.csv" in result.output
     config = check_run(output, model, epochs=2)
+    assert config["run"]["precision_policy"] == default_policy(model)
+    assert config["jit_compile"] is False
     # An independent client sees the same objects in the bucket.
     blobs = {b.name for b in gcs_client.bucket(bucket[5:]).list_blobs(prefix=f"runs/{model}-001/")}
     assert f"runs/{model}-001/_SUCCESS" in blobs and f"runs/{model}-001/model.keras" in blobs
@@ -49,6 +51,7 @@ def test_fusion_reads_posters_and_overviews(demo_dir, tmp_path, cli):
 
     assert result.exit_code == 0, result.output
     config = check_run(output, "fusion", epochs=2)
+    assert config["run"]["precision_policy"] == default_policy("fusion")
     assert (tmp_path / "run" / "vocabulary.txt").exists()
     assert set(config["run"]["positive_weights"]) == set(config["run"]["genres"])
     result = cli("predict", "--model-dir", output, "--data", data, "--output", predicted)
@@ -64,7 +67,8 @@ def test_train_on_memory(demo_dir, tmp_path, cli):
     result = cli(*train_args("cnn", data, output, "--epochs", "1"))
 
     assert result.exit_code == 0, result.output
-    check_run(output, "cnn", epochs=1)
+    config = check_run(output, "cnn", epochs=1)
+    assert config["run"]["precision_policy"] == default_policy("cnn")
 
 
 @pytest.mark.slow
@@ -83,13 +87,13 @@ def test_never_overwrites_a_finished_run_unless_asked(demo_dir, tmp_path, cli):
     )
     assert (output / "model.keras").read_bytes() == model_bytes
 
-    replaced = cli(
-        *train_args("cnn", data, str(output), "--epochs", "1", "--overwrite", "--seed", "7")
-    )
+    # Replaced with other settings: another seed, and float32 where bfloat16 is the default.
+    flags = ["--overwrite", "--seed", "7", "--no-mixed-precision"]
+    replaced = cli(*train_args("cnn", data, str(output), "--epochs", "1", *flags))
 
     assert replaced.exit_code == 0, replaced.output
-    check_run(str(output), "cnn", epochs=1)
-    assert json.loads((output / "config.json").read_text())["seed"] == 7
+    config = check_run(str(output), "cnn", epochs=1)
+    assert config["seed"] == 7 and config["run"]["precision_policy"] == "float32"
 
 
 @pytest.mark.slow
@@ -138,27 +142,26 @@ def test_every_poster_cache_gives_the_same_run(demo_dir, tmp_path, cli):
     assert predictions["disk"] == predictions["auto"] == predictions["none"]
 
 
-@pytest.mark.parametrize(
-    "model, flags, policy",
-    [
-        ("cnn", ["--mixed-precision", "--jit-compile"], "mixed_bfloat16"),
-        ("cnn", ["--no-mixed-precision"], "float32"),  # not auto's bfloat16 where it has units
-        ("cnn", [], "auto"),
-        ("lstm", [], "float32"),  # the default on a CPU: bfloat16 made the LSTM slower
-    ],
-)
-@pytest.mark.slow
-def test_gpu_options_on_the_cpu(model, flags, policy, demo_dir, tmp_path, cli):
-    """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
-    XLA; unset, mixed precision is on for the cnn where the CPU has bfloat16 units."""
-    if policy == "auto":  # bfloat16 units: AVX512-BF16 or AMX, as the kernel lists them
-        cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
-        policy = "mixed_bfloat16" if cpu_flags & {"avx512_bf16", "amx_bf16"} else "float32"
-    output = tmp_path / "run"
+def default_policy(model: str) -> str:
+    """The precision a run gets without --mixed-precision flags: bfloat16 for the cnn where the
+    CPU has bfloat16 units (AVX512-BF16 or AMX, as the kernel lists them), else float32 (on a
+    CPU, bfloat16 made the LSTM slower)."""
+    cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
+    units = cpu_flags & {"avx512_bf16", "amx_bf16"}
+    return "mixed_bfloat16" if model == "cnn" and units else "float32"
 
-    result = cli(*train_args(model, str(demo_dir), str(output), "--epochs", "1", *flags))
+
+@pytest.mark.slow
+def test_gpu_options_on_the_cpu(demo_dir, tmp_path, cli):
+    """--mixed-precision is bfloat16 compute on a CPU (float16 needs a GPU), --jit-compile
+    XLA. (Unset: default_policy, checked on the other tests' runs; --no-mixed-precision: the
+    overwrite test's.)"""
+    output = tmp_path / "run"
+    flags = ["--mixed-precision", "--jit-compile"]
+
+    result = cli(*train_args("cnn", str(demo_dir), str(output), "--epochs", "1", *flags))
 
     assert result.exit_code == 0, result.output
-    config = check_run(str(output), model, epochs=1)
-    assert config["run"]["precision_policy"] == policy
-    assert config["jit_compile"] is ("--jit-compile" in flags)
+    config = check_run(str(output), "cnn", epochs=1)
+    assert config["run"]["precision_policy"] == "mixed_bfloat16"
+    assert config["jit_compile"] is True
