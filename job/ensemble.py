@@ -47,7 +47,10 @@ def average_model(models: list[keras.Model]) -> keras.Model:
             member({n: inputs[n] for n in names} if len(names) > 1 else inputs[names[0]])
         )
     fed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-    return keras.Model(fed, keras.layers.Average(name="Average")(outputs), name="ensemble")
+    # float32 whatever the process's policy: after a bfloat16 run in the same process the
+    # mean came out rounded to bfloat16.
+    mean = keras.layers.Average(name="Average", dtype="float32")(outputs)
+    return keras.Model(fed, mean, name="ensemble")
 
 
 def ensemble_config(runs: list[str], configs: list[TrainConfig]) -> TrainConfig:

@@ -8,11 +8,13 @@ Set before anything imports gcsfs or TensorFlow:
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -131,6 +133,36 @@ def copy_tree(source: Path, url: str) -> None:
             storage.write_bytes(
                 storage.join(url, file.relative_to(source).as_posix()), file.read_bytes()
             )
+
+
+@pytest.fixture(scope="session")
+def shared_run(demo_dir, tmp_path_factory, worker_id):
+    """`shared_run(model, destination)` copies a finished 1-epoch run of `model` (default
+    settings, the demo films) to `destination` (a folder or URL) and returns its training
+    log (`--log-format json`). Each run is trained once a session, under pytest-xdist once
+    for all its processes: the first to ask trains it holding a lock, the others wait for
+    it. Tests get copies, so none sees another's reports or changes."""
+    # xdist's processes share their session's folder (the parent of each one's own).
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "shared-runs"
+    root.mkdir(exist_ok=True)
+
+    def copy(model: str, destination: str | Path) -> str:
+        folder, log = root / model, root / f"{model}.log"
+        with open(root / f"{model}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not log.exists():  # (the log is written last: a failed try trains again)
+                shutil.rmtree(folder, ignore_errors=True)
+                args = train_args(model, str(demo_dir), str(folder), "--epochs", "1")
+                result = CliRunner().invoke(
+                    main, ["--log-format", "json", *args], catch_exceptions=False
+                )
+                assert result.exit_code == 0, result.output
+                log.write_text(result.stderr)
+        copy_tree(folder, str(destination))
+        return log.read_text()
+
+    return copy
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import LSTM_FAST
 from runcheck import check_values, genre_matrix, read_csv, split_by_hash
 
 from job.cli import main
+from job.ensemble import average_model
 from job.model.metrics import tune_thresholds
 
 pytestmark = pytest.mark.slow  # trains two cnn runs and an lstm
@@ -24,26 +25,24 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def runs(demo_dir, tmp_path_factory) -> dict:
-    """Two 1-epoch cnn runs on the demo films, seeds 1 and 2, and each one's predictions
-    for every film of the demo data; a 1-epoch lstm run. (The cnn: the cheapest run that
-    reads posters, so the ensemble's poster settings are checked.)"""
+def runs(shared_run, demo_dir, tmp_path_factory) -> dict:
+    """Two 1-epoch cnn runs on the demo films, seeds 42 (the session's shared run) and 2, and
+    each one's predictions for every film of the demo data; a 1-epoch lstm run (seed 42).
+    (The cnn: the cheapest run that reads posters, so the ensemble's poster settings are
+    checked.)"""
     folder = tmp_path_factory.mktemp("ensemble")
     found = {"folder": folder, "data": str(demo_dir)}
+    shared_run("cnn", folder / "cnn-1")
+    trained = invoke("train", "--model", "cnn", "--data", demo_dir, "--output",
+                     folder / "cnn-2", "--epochs", 1, "--seed", 2)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
     for seed in (1, 2):
-        output = folder / f"cnn-{seed}"
-        trained = invoke("train", "--model", "cnn", "--data", demo_dir, "--output", output,
-                         "--epochs", 1, "--seed", seed)  # fmt: skip
-        assert trained.exit_code == 0, trained.output
-        predicted = invoke("predict", "--model-dir", output, "--data", demo_dir,
+        predicted = invoke("predict", "--model-dir", folder / f"cnn-{seed}", "--data", demo_dir,
                            "--output", folder / f"cnn-{seed}-all.csv")  # fmt: skip
         assert predicted.exit_code == 0, predicted.output
-        found[seed] = str(output)
-    lstm = folder / "lstm-1"
-    trained = invoke("train", "--model", "lstm", "--data", demo_dir, "--output", lstm,
-                     "--epochs", 1, "--seed", 1, *LSTM_FAST)  # fmt: skip
-    assert trained.exit_code == 0, trained.output
-    found["lstm"] = str(lstm)
+        found[seed] = str(folder / f"cnn-{seed}")
+    found["lstm"] = str(folder / "lstm-1")
+    shared_run("lstm", found["lstm"])
     return found
 
 
@@ -129,6 +128,20 @@ def test_an_lstm_and_a_cnn_average_into_a_fusion_of_both_inputs(runs):
     assert own["Id"].tolist() == cnn["Id"].tolist() == lstm["Id"].tolist()
     mean = (probabilities(lstm, genres) + probabilities(cnn, genres)) / 2
     np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
+
+
+def test_the_mean_is_float32_after_a_bfloat16_run_in_the_same_process():
+    members = []
+    for scale in (1.0, 3.0):
+        inputs = keras.Input((2,), name="Poster")
+        members.append(keras.Model(inputs, keras.layers.Rescaling(scale, dtype="float32")(inputs)))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a cnn run leaves it
+    try:
+        model = average_model(members)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    values = np.array([[0.1234567, 0.7654321]], np.float32)
+    np.testing.assert_array_equal(model.predict(values, verbose=0), values * 2)
 
 
 def test_runs_that_cannot_be_averaged_are_refused_and_nothing_is_written(runs):

@@ -13,22 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, copy_tree, scaled, train_args
+from conftest import ROOT, copy_tree, scaled
 from runcheck import read_csv
 
 from job import storage
-from job.cli import main
 
 
 @pytest.fixture(scope="module")
-def cnn_run(demo_dir, tmp_path_factory) -> tuple[str, Path]:
-    """(data, run): one 1-epoch cnn run on the demo films for the predict tests (read-only:
-    a test that changes it works on a copy)."""
+def cnn_run(shared_run, demo_dir, tmp_path_factory) -> tuple[str, Path]:
+    """(data, run): a 1-epoch cnn run on the demo films for the predict tests (a copy of the
+    session's; read-only: a test that changes it works on a copy)."""
     output = tmp_path_factory.mktemp("cnn") / "run"
-    args = train_args("cnn", str(demo_dir), str(output), "--epochs", "1")
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    shared_run("cnn", output)
     return str(demo_dir), output
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import LSTM_FAST, ROOT, copy_tree, scaled
+from conftest import ROOT, copy_tree, scaled
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from sklearn.metrics import average_precision_score
@@ -39,20 +39,14 @@ REPORT_FILES = ["examples.png", "examples.html", "training.png", "per_genre.png"
 
 
 @pytest.fixture(scope="module")
-def runs(demo_dir, tmp_path_factory) -> dict[str, str]:
-    """A 1-epoch cnn run and a 1-epoch lstm run on the demo data, in local folders.
-
-    Trained once for the module (as the `cli` fixture does it, but module-scoped)."""
+def runs(shared_run, tmp_path_factory) -> dict[str, str]:
+    """A 1-epoch cnn run and a 1-epoch lstm run on the demo data, in local folders (copies
+    of the session's shared runs: the reports are written into them)."""
     root = tmp_path_factory.mktemp("report")
-    runner = CliRunner()
     folders = {}
     for model in ("cnn", "lstm"):
-        output = str(root / f"{model}-run")
-        fast = LSTM_FAST if model == "lstm" else []
-        args = ["train", "--model", model, "--data", str(demo_dir), "--output", output]
-        result = runner.invoke(main, [*args, *fast, "--epochs", "1"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        folders[model] = output
+        folders[model] = str(root / f"{model}-run")
+        shared_run(model, folders[model])
     return folders
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from conftest import DEMO_FILMS, LSTM_FAST, copy_tree
+from conftest import DEMO_FILMS, copy_tree
 
 from job import storage
 from job.cli import main
@@ -29,22 +29,17 @@ def run_cli(*args: object, env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def runs(gcs_client, demo_dir) -> dict[str, str]:
-    """One finished 1-epoch run a model in a fresh bucket, the demo data beside them."""
+def runs(gcs_client, demo_dir, shared_run) -> dict[str, str]:
+    """One finished 1-epoch run a model (the session's shared runs, with their training
+    logs) in a fresh bucket, the demo data beside them."""
     bucket = f"films-{uuid.uuid4().hex[:12]}"
     gcs_client.create_bucket(bucket)
     data = f"gs://{bucket}/imdb"
     copy_tree(demo_dir, data)
     outputs = {"data": data}
     for model in MODELS:
-        output = f"gs://{bucket}/runs/{model}"
-        fast = LSTM_FAST if model != "cnn" else []
-        result = run_cli(
-            "--log-format", "json", "train", "--model", model, "--data", data, "--output",
-            output, "--epochs", 1, *fast,
-        )  # fmt: skip
-        assert result.exit_code == 0, result.output
-        outputs[model], outputs[f"{model} log"] = output, result.stderr
+        outputs[model] = f"gs://{bucket}/runs/{model}"
+        outputs[f"{model} log"] = shared_run(model, outputs[model])
     return outputs
 
 
