@@ -33,7 +33,10 @@ def runs(shared_run, demo_dir, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("ensemble")
     found = {"folder": folder, "data": str(demo_dir)}
     shared_run("cnn", folder / "cnn-1")
-    trained = invoke("train", "--model", "cnn", "--data", demo_dir, "--output",
+    # The same --data as the shared run's (another test process's copy of the demo films):
+    # compare pools runs by their settings, data included.
+    data = json.loads((folder / "cnn-1" / "config.json").read_text())["data"]
+    trained = invoke("train", "--model", "cnn", "--data", data, "--output",
                      folder / "cnn-2", "--epochs", 1, "--seed", 2)  # fmt: skip
     assert trained.exit_code == 0, trained.output
     for seed in (1, 2):
