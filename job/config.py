@@ -35,6 +35,7 @@ NOTEBOOK_RECIPE: dict[str, object] = {
     "mixed_precision": False,  # float32, as the notebook ran
     "text_features": "none",  # the BiLSTM branch only
     "stop_words": False,  # (the TF-IDF branch's)
+    "tfidf_logistic": False,  # (beside the TF-IDF branch)
     "colour_features": "none",  # the CNN only
 }
 NOTEBOOK_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
@@ -113,6 +114,8 @@ class TrainConfig:
     embedding_init: str | None = None  # random | lsa (job/model/embeddings.py)
     text_features: str | None = None  # TEXT_FEATURES
     stop_words: bool | None = None  # the TF-IDF branch drops English stop words first
+    # with text_features tfidf: a fitted logistic regression's logits added (model/logistic.py)
+    tfidf_logistic: bool | None = None
     colour_features: str | None = None  # COLOUR_FEATURES
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
@@ -166,6 +169,7 @@ def legacy_settings(stored: dict) -> dict:
     legacy = {
         "text_features": "none",
         "stop_words": False,
+        "tfidf_logistic": False,
         "colour_features": "none",
         "split_seed": stored.get("seed", 42),
     }

@@ -123,9 +123,9 @@ def test_exported_fusion_predicts_what_the_two_replica_run_scored(demo_dir, tmp_
 
 def old_config(seed: int) -> dict:
     """A tuned fusion run's config.json as written before text_features, split_seed,
-    stop_words and colour_features."""
+    stop_words, colour_features and tfidf_logistic."""
     config = json.loads(TrainConfig(model="fusion", data="d", output="o", seed=seed).to_json())
-    for name in ("text_features", "split_seed", "stop_words", "colour_features"):
+    for name in ("text_features", "split_seed", "stop_words", "colour_features", "tfidf_logistic"):
         del config[name]
     return config
 
@@ -134,7 +134,11 @@ def test_a_run_from_before_the_settings_loads_and_resumes_as_it_trained(tmp_path
     loaded = TrainConfig.from_json(json.dumps(old_config(seed=7)))
 
     assert (loaded.text_features, loaded.split_seed, loaded.seed) == ("none", 7, 7)
-    assert (loaded.stop_words, loaded.colour_features) == (False, "none")
+    assert (loaded.stop_words, loaded.colour_features, loaded.tfidf_logistic) == (
+        False,
+        "none",
+        False,
+    )
     built = build_for(loaded, 25, vectorizers(ngrams=False))
     names = [layer.name for layer in [*built.layers, *built.get_layer("poster").layers]]
     assert "ngrams" not in names and "Colours" not in names

@@ -156,6 +156,11 @@ def rate(name: str, text: str):
     "lstm/fusion: a TF-IDF branch over words and word pairs beside the BiLSTM.",
 )
 @recipe_switch("stop_words", "lstm/fusion: the TF-IDF branch drops English stop words.")
+@recipe_switch(
+    "tfidf_logistic",
+    "lstm/fusion with the TF-IDF branch: a logistic regression over the TF-IDF rows, fitted "
+    "before training, adds its logits (frozen) to the network's.",
+)
 @recipe_option(
     "colour_features",
     click.Choice(COLOUR_FEATURES),

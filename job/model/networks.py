@@ -142,9 +142,12 @@ def build_fusion(
     num_genres: int,
     ngrams: keras.Model | None = None,
     name: str = "fusion",
+    prior: bool = False,
 ) -> keras.Model:
     """The notebook models up to their last hidden layer (and the n-gram branch), joined
-    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it."""
+    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it. With
+    `prior`: a "Prior" input of logits (genres,) (the TF-IDF logistic regression's,
+    logistic.py) is added to the output layer's before the sigmoid."""
     branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
     if cnn is not None:
         last = "PosterJoined" if "Colours" in [layer.name for layer in cnn.layers] else "Drop6"
@@ -158,7 +161,13 @@ def build_fusion(
     }
     features = [branch(inputs[key]) for branch, key in branches]
     joined = layers.Concatenate(name="Joined")(features)  # (1024 + 128 [+ NGRAM_UNITS],)
-    genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")(joined)
+    if not prior:
+        genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")
+        return keras.Model(inputs, genres(joined), name=name)
+    inputs["Prior"] = keras.Input((num_genres,), name="Prior")
+    logits = layers.Dense(num_genres, dtype="float32", name="OutputLogits")(joined)
+    summed = layers.Add(dtype="float32", name="Logits")([logits, inputs["Prior"]])
+    genres = layers.Activation("sigmoid", dtype="float32", name="Output")(summed)
     return keras.Model(inputs, genres, name=name)
 
 
@@ -242,11 +251,18 @@ def compile_model(
 
 def inference_model(trained: keras.Model, vectorizers: dict | None) -> keras.Model:
     """The model to export: raw inputs in, probabilities out (the vectorizers, by the
-    model input each feeds, in front of the overview branches)."""
+    model input each feeds, in front of the overview branches; a "Prior" model, the TF-IDF
+    logistic regression, in front of the prior input, fed the TF-IDF rows)."""
     if vectorizers is None:
         return trained
     overview = keras.Input((1,), dtype="string", name="Overview")
-    texts = {key: vectorized(vectorizer, overview) for key, vectorizer in vectorizers.items()}
+    texts = {
+        key: vectorized(vectorizer, overview)
+        for key, vectorizer in vectorizers.items()
+        if key != "Prior"
+    }
+    if "Prior" in vectorizers:
+        texts["Prior"] = vectorizers["Prior"](texts["Ngrams"])
     name = f"{trained.name}_inference"
     if trained.name != "fusion":
         genres = trained(texts if len(texts) > 1 else texts["Tokens"])
@@ -292,4 +308,5 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
         ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size())
     elif config.model == "lstm":
         return lstm
-    return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model)
+    prior = ngrams is not None and config.tfidf_logistic
+    return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model, prior=prior)

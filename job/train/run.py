@@ -25,7 +25,7 @@ from job.config import TrainConfig
 from job.data import catalogue, pipeline, poster_decoding, prepared
 from job.data.cache import cache_posters, choose_cache
 from job.errors import InputError, OutputError, TrainingInterrupted, refused_writes
-from job.model import networks
+from job.model import logistic, networks
 from job.model.embeddings import lsa_vectors
 from job.model.networks import NGRAM_TOKENS
 from job.storage import lock
@@ -286,9 +286,16 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     keras.utils.set_random_seed(config.seed)
 
     films, inputs, vectorizers, split = load_films(config)
+    prior = None
+    if config.tfidf_logistic and isinstance(inputs, dict) and "Ngrams" in inputs:
+        # (every start, resumed ones too: the same films give the same fit)
+        prior = logistic.prior(inputs["Ngrams"], films.labels, split, config.seed)
+        inputs["Prior"], vectorizers["Prior"] = prior.logits, prior.model
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)
+    if prior is not None:
+        config.run["tfidf_logistic_c"] = prior.c
     log.info("config %s", json.dumps({k: v for k, v in vars(config).items() if k != "run"}))
     log.info(
         "films used %d, dropped %s, split %s, %s with %d replicas",
