@@ -125,9 +125,7 @@ def test_an_lstm_and_a_cnn_average_into_a_fusion_of_both_inputs(runs):
     assert config["model"] == "fusion"
     genres = config["run"]["genres"]
     check_values(str(output), config, runs["data"])
-    own, lstm, cnn = (
-        read_csv(f"{run}/predictions.csv") for run in (output, runs["lstm"], runs[1])
-    )
+    own, lstm, cnn = (read_csv(f"{run}/predictions.csv") for run in (output, runs["lstm"], runs[1]))
     assert own["Id"].tolist() == cnn["Id"].tolist() == lstm["Id"].tolist()
     mean = (probabilities(lstm, genres) + probabilities(cnn, genres)) / 2
     np.testing.assert_allclose(probabilities(own, genres), mean, atol=1e-6)
