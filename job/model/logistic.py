@@ -109,15 +109,17 @@ def _fit_one(x: tf.SparseTensor, y: tf.Tensor, c: float) -> tuple[tf.Variable, t
     # scikit-learn's C * sum(losses) + |w|^2 / 2 per genre, divided by C * films * genres.
     decay = 1.0 / (2 * c * films * genres)
 
-    @tf.function
-    def step() -> None:
-        with tf.GradientTape() as tape:
-            logits = tf.sparse.sparse_dense_matmul(x, kernel) + bias
-            losses = tf.nn.sigmoid_cross_entropy_with_logits(y, logits)
-            loss = tf.reduce_mean(losses) + decay * tf.reduce_sum(tf.square(kernel))
-        variables = [kernel, bias]
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    variables = [kernel, bias]
+    optimizer.build(variables)  # (its slots before the loop: none may be made inside it)
 
-    for _ in range(STEPS):
-        step()
+    @tf.function
+    def steps() -> None:  # all in one graph: a call a step cost 2 ms each on 128 films
+        for _ in tf.range(STEPS):
+            with tf.GradientTape() as tape:
+                logits = tf.sparse.sparse_dense_matmul(x, kernel) + bias
+                losses = tf.nn.sigmoid_cross_entropy_with_logits(y, logits)
+                loss = tf.reduce_mean(losses) + decay * tf.reduce_sum(tf.square(kernel))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+
+    steps()
     return kernel, bias
