@@ -58,10 +58,14 @@ def epochs_help() -> str:
 
 def recipe_help(name: str, text: str = "") -> str:
     """Help naming both recipes' values for a setting that defaults from --recipe."""
-    from job.config import NOTEBOOK_RECIPE, TUNED_CNN, TUNED_RECIPE
+    from job.config import MODEL_RECIPES, NOTEBOOK_RECIPE, TUNED_RECIPE
 
-    cnn = f", cnn {TUNED_CNN[name]}" if name in TUNED_CNN else ""
-    return f"{text} [notebook: {NOTEBOOK_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{cnn}]".strip()
+    own = "".join(
+        f", {model} {values[name]}"
+        for (recipe, model), values in MODEL_RECIPES.items()
+        if recipe == "tuned" and name in values
+    )
+    return f"{text} [notebook: {NOTEBOOK_RECIPE[name]}; tuned: {TUNED_RECIPE[name]}{own}]".strip()
 
 
 def recipe_option(name: str, kind: click.ParamType, text: str):
@@ -159,7 +163,8 @@ def rate(name: str, text: str):
 @recipe_switch(
     "tfidf_logistic",
     "lstm/fusion with the TF-IDF branch: a logistic regression over the TF-IDF rows, fitted "
-    "before training, adds its logits (frozen) to the network's.",
+    "before training, adds its logits to the network's (a training film's from folds "
+    "without it).",
 )
 @recipe_option(
     "colour_features",
