@@ -10,6 +10,9 @@ overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense lay
 beside the LSTM's features; exported with that vectorizer in front too.
 With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
 (ColourHistogram, computed in the model from its pixels) before the output layer.
+With tfidf_logistic (the tuned fusion), a "Prior" input of logits, the TF-IDF logistic
+regression's (logistic.py), is added to the output layer's; exported with the regression
+in front of it.
 """
 
 from __future__ import annotations

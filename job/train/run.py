@@ -288,7 +288,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     films, inputs, vectorizers, split = load_films(config)
     prior = None
     if config.tfidf_logistic and isinstance(inputs, dict) and "Ngrams" in inputs:
-        # (every start, resumed ones too: the same films give the same fit)
+        # Fitted at every start, a resumed run's too: the same films, so the same regression.
         prior = logistic.prior(inputs["Ngrams"], films.labels, split, config.seed)
         inputs["Prior"], vectorizers["Prior"] = prior.logits, prior.model
     global_batch = config.batch_size * strategy.num_replicas_in_sync
