@@ -73,8 +73,8 @@ RECIPES = {"notebook": (NOTEBOOK_RECIPE, NOTEBOOK_EPOCHS), "tuned": (TUNED_RECIP
 # Other names a recipe is accepted by: "seed", its name before "seed" meant the random seed only.
 RECIPE_ALIASES = {"seed": "notebook"}
 # The fusion adds the TF-IDF logistic regression's logits (job/model/logistic.py): better
-# on mAP and macro-F1 by more than their spread over 3 seeds, micro-F1 the same
-# (docs/accuracy.md, fifth round); one lstm run gained nothing.
+# on mAP and macro-F1 by more than their spread over 3 seeds, micro-F1 the same; the lstm
+# traded micro-F1 for mAP, so it keeps its model (docs/accuracy.md, fifth round).
 TUNED_FUSION: dict[str, object] = {"tfidf_logistic": True}
 # A model's own values within a recipe.
 MODEL_RECIPES = {("tuned", "cnn"): TUNED_CNN, ("tuned", "fusion"): TUNED_FUSION}
