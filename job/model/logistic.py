@@ -4,9 +4,9 @@ Its logits reach the model as the "Prior" input, added to the network's own befo
 sigmoid (networks.build_fusion with `prior`), so the network learns what the linear model
 misses. A training film's logits come from fits that did not see it (5 folds): fitted on
 all of them, the regression's training logits are far surer than on new films, and the
-network learnt almost nothing beside them (validation loss 0.416 against 0.374 for the
-fusion without it, docs/accuracy.md). The other films, and the exported model (the fitted
-layer in front, prior_model), use the fit on every training film.
+network learnt almost nothing beside them (docs/accuracy.md, fifth round). The other
+films, and the exported model (the fitted layer in front, prior_model), use the fit on
+every training film.
 
 Adam with early stopping on the validation loss never found the regularised optimum of a
 linear layer over these rows (docs/accuracy.md, second round): this fit does, full batch,
@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 
 # The inverse L2 strength C (scikit-learn's meaning, per genre), chosen on validation mAP.
 C_GRID = (10.0, 30.0, 100.0)
-# Full-batch Adam: on the real films the loss moved by under 1e-4 from 1,000 steps to 2,000,
-# and the evaluation mAP matched scikit-learn's LogisticRegression on the same rows.
+# Full-batch Adam: converged by then on the real films, to scikit-learn's mAP on the same rows.
 STEPS = 1000
 LEARNING_RATE = 0.3
 FOLDS = 5  # the training films' own logits: each from the fit on the other 4 folds
@@ -113,7 +112,7 @@ def _fit_one(x: tf.SparseTensor, y: tf.Tensor, c: float) -> tuple[tf.Variable, t
     optimizer.build(variables)  # (its slots before the loop: none may be made inside it)
 
     @tf.function
-    def steps() -> None:  # all in one graph: a call a step cost 2 ms each on 128 films
+    def steps() -> None:  # all in one graph: with a call a step, calling took most of the time
         for _ in tf.range(STEPS):
             with tf.GradientTape() as tape:
                 logits = tf.sparse.sparse_dense_matmul(x, kernel) + bias
