@@ -37,6 +37,7 @@ NOTEBOOK_RECIPE: dict[str, object] = {
     "stop_words": False,  # (the TF-IDF branch's)
     "tfidf_logistic": False,  # (beside the TF-IDF branch)
     "colour_features": "none",  # the CNN only
+    "colour_logistic": False,
 }
 NOTEBOOK_EPOCHS = {"cnn": 40, "lstm": 20, "fusion": 20}
 # `--recipe tuned` (the default): what measured best on the real films (docs/accuracy.md).
@@ -122,6 +123,8 @@ class TrainConfig:
     # with text_features tfidf: a fitted logistic regression's logits added (model/logistic.py)
     tfidf_logistic: bool | None = None
     colour_features: str | None = None  # COLOUR_FEATURES
+    # cnn/fusion: the colour histograms' regression too (one regression over both with the TF-IDF's)
+    colour_logistic: bool | None = None
     jit_compile: bool = False
     mixed_precision: bool | None = None  # None: measured default (train.strategy.precision_policy)
     cpu_replicas: int = 1  # >1 splits the CPU into logical devices when there is no GPU
@@ -176,6 +179,7 @@ def legacy_settings(stored: dict) -> dict:
         "stop_words": False,
         "tfidf_logistic": False,
         "colour_features": "none",
+        "colour_logistic": False,
         "split_seed": stored.get("seed", 42),
     }
     return {name: value for name, value in legacy.items() if name not in stored}

@@ -1,16 +1,18 @@
-"""A logistic regression over the TF-IDF rows, fitted to convergence before a run trains.
+"""A logistic regression fitted to convergence before a run trains, over the TF-IDF rows
+(--tfidf-logistic), the posters' colour histograms (--colour-logistic), or both at once.
 
 Its logits reach the model as the "Prior" input, added to the network's own before the
-sigmoid (networks.build_fusion with `prior`), so the network learns what the linear model
-misses. A training film's logits come from fits that did not see it (5 folds): fitted on
-all of them, the regression's training logits are far surer than on new films, and the
-network learnt almost nothing beside them (docs/accuracy.md, fifth round). The other
-films, and the exported model (the fitted layer in front, prior_model), use the fit on
-every training film.
+sigmoid (networks.with_prior), so the network learns what the linear model misses. A
+training film's logits come from fits that did not see it (5 folds): fitted on all of
+them, the regression's training logits are far surer than on new films, and the network
+learnt almost nothing beside them (docs/accuracy.md, fifth round). The other films, and
+the exported model (the fitted layer in front, prior_model), use the fit on every
+training film.
 
 Adam with early stopping on the validation loss never found the regularised optimum of a
 linear layer over these rows (docs/accuracy.md, second round): this fit does, full batch,
-in TensorFlow (no scikit-learn in the image). Its rows are each scaled to unit length.
+in TensorFlow (no scikit-learn in the image). TF-IDF rows are scaled to unit length;
+colour histograms standardised on the training films, then scaled by COLOUR_SCALE.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from job.data import pipeline
 from job.data.pipeline import NgramRows
 from job.model import metrics
+from job.model.networks import ColourHistogram
 
 log = logging.getLogger(__name__)
 
@@ -33,40 +37,109 @@ C_GRID = (10.0, 30.0, 100.0)
 STEPS = 1000
 LEARNING_RATE = 0.3
 FOLDS = 5  # the training films' own logits: each from the fit on the other 4 folds
+# A standardised histogram's length is about sqrt(512): scaled so that the colours' best C on
+# the real films falls in C_GRID beside the TF-IDF's (docs/accuracy.md, sixth round).
+COLOUR_SCALE = 0.0025
+
+
+@dataclass
+class Features:
+    """What the regression reads of each film: TF-IDF rows and/or colour histograms."""
+
+    ngrams: NgramRows | None = None
+    colours: np.ndarray | None = None  # (films, bins**3) ColourHistogram's, as computed
+
+    def take(self, rows: np.ndarray) -> Features:
+        return Features(
+            None if self.ngrams is None else self.ngrams[rows],
+            None if self.colours is None else self.colours[rows],
+        )
+
+    def parts(self, colour_standard: tuple[np.ndarray, np.ndarray] | None) -> list[tf.Tensor]:
+        """The regression's input: [unit-length TF-IDF (sparse)] + [scaled colours]."""
+        found = [] if self.ngrams is None else [unit_rows(self.ngrams)]
+        if self.colours is not None:
+            mean, scale = colour_standard
+            found.append(tf.constant((self.colours - mean) * scale, tf.float32))
+        return found
 
 
 @dataclass
 class Prior:
     logits: np.ndarray  # (films, genres) float32: every film's "Prior" input
-    model: keras.Model  # TF-IDF rows -> logits: the fit on every training film
+    model: keras.Model  # the features' inputs -> logits: the fit on every training film
     c: float
 
 
-def prior(rows: NgramRows, labels: np.ndarray, split: np.ndarray, seed: int) -> Prior:
+def prior(
+    features: Features, labels: np.ndarray, split: np.ndarray, seed: int, image_size: int = 64
+) -> Prior:
     """The regression's logits for every film (a training film's out of fold) and the
     regression fitted on all the training films, its C chosen on the validation films."""
     train, validation = split == "train", split == "validation"
-    kernel, bias, c = fit(rows, labels, train, validation)
-    logits = (tf.sparse.sparse_dense_matmul(unit_rows(rows), kernel) + bias).numpy()
+    standard = None
+    if features.colours is not None:
+        trained_colours = features.colours[train]
+        standard = (trained_colours.mean(0), COLOUR_SCALE / (trained_colours.std(0) + 1e-3))
+    kernels, bias, c = fit(features, labels, train, validation, standard)
+    logits = predict(features.parts(standard), kernels, bias).numpy()
     trained = np.flatnonzero(train)
     folds = np.random.default_rng(seed).permutation(len(trained)) % FOLDS
     for fold in range(FOLDS):
         held, others = trained[folds == fold], trained[folds != fold]
-        fold_kernel, fold_bias = _fit_one(
-            unit_rows(rows[others]), tf.constant(labels[others], tf.float32), c
+        y = tf.constant(labels[others], tf.float32)
+        fold_kernels, fold_bias = _fit_one(features.take(others).parts(standard), y, c)
+        logits[held] = predict(features.take(held).parts(standard), fold_kernels, fold_bias)
+    model = prior_model(kernels, bias, features.ngrams is not None, standard, image_size)
+    return Prior(logits.astype(np.float32), model, c)
+
+
+def features_of(
+    inputs: pipeline.Inputs, model: str, ngrams: bool, colours: bool
+) -> Features | None:
+    """What a run's regression reads of its inputs: their TF-IDF rows (`ngrams`) and the
+    colour histograms of their posters (`colours`), those it has; None if neither."""
+    held = inputs if isinstance(inputs, dict) else {"Poster": inputs} if model == "cnn" else {}
+    found = Features(held.get("Ngrams") if ngrams else None)
+    if colours and "Poster" in held:
+        found.colours = colour_histograms(held["Poster"])
+    return None if found.ngrams is None and found.colours is None else found
+
+
+def colour_histograms(posters: pipeline.Inputs) -> np.ndarray:
+    """(films, 512) ColourHistogram features of the posters, wherever they are held."""
+    dataset = pipeline.make_dataset(posters, np.zeros(len(posters)), 256, False, 0)
+    histogram = ColourHistogram()
+    return np.concatenate([histogram(batch).numpy() for batch, _ in dataset])
+
+
+def prior_model(
+    kernels: list[tf.Variable],
+    bias: tf.Variable,
+    ngrams: bool,
+    colour_standard: tuple[np.ndarray, np.ndarray] | None,
+    image_size: int,
+) -> keras.Model:
+    """{"Ngrams": TF-IDF rows, "Poster": float posters in [0, 1]} (those it reads) -> the
+    regression's logits (films, genres), frozen."""
+    inputs, parts = {}, []
+    if ngrams:
+        inputs["Ngrams"] = keras.Input((kernels[0].shape[0],), name="Ngrams")
+        parts.append(
+            keras.layers.UnitNormalization(dtype="float32", name="NgramsUnit")(inputs["Ngrams"])
         )
-        held_logits = tf.sparse.sparse_dense_matmul(unit_rows(rows[held]), fold_kernel)
-        logits[held] = (held_logits + fold_bias).numpy()
-    return Prior(logits.astype(np.float32), prior_model(kernel, bias), c)
-
-
-def prior_model(kernel: np.ndarray, bias: np.ndarray) -> keras.Model:
-    """TF-IDF rows (films, width) -> the regression's logits (films, genres), frozen."""
-    rows = keras.Input((kernel.shape[0],), name="Ngrams")
-    unit = keras.layers.UnitNormalization(dtype="float32", name="NgramsUnit")(rows)
-    dense = keras.layers.Dense(kernel.shape[1], dtype="float32", trainable=False, name="Fitted")
-    model = keras.Model(rows, dense(unit), name="tfidf_logistic")
-    dense.set_weights([kernel, bias])
+    if colour_standard is not None:
+        mean, scale = colour_standard
+        inputs["Poster"] = keras.Input((image_size, image_size, 3), name="Poster")
+        colours = ColourHistogram(name="PriorColours")(inputs["Poster"])
+        standard = keras.layers.Normalization(
+            mean=mean, variance=1 / scale**2, dtype="float32", name="ColoursStandard"
+        )
+        parts.append(standard(colours))
+    joined = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="PriorJoined")(parts)
+    dense = keras.layers.Dense(bias.shape[0], dtype="float32", trainable=False, name="Fitted")
+    model = keras.Model(inputs, dense(joined), name="logistic")
+    dense.set_weights([np.concatenate([np.asarray(k) for k in kernels]), np.asarray(bias)])
     return model
 
 
@@ -81,44 +154,62 @@ def unit_rows(rows: NgramRows) -> tf.SparseTensor:
     return tf.sparse.reorder(tf.SparseTensor(tf.stack([films, columns], 1), values, shape))
 
 
+def predict(parts: list[tf.Tensor], kernels: list[tf.Tensor], bias: tf.Tensor) -> tf.Tensor:
+    """The logits (films, genres) of the rows in `parts`, one kernel a part."""
+    products = [
+        tf.sparse.sparse_dense_matmul(part, kernel)
+        if isinstance(part, tf.SparseTensor)
+        else tf.matmul(part, kernel)
+        for part, kernel in zip(parts, kernels, strict=True)
+    ]
+    return tf.add_n(products) + bias
+
+
 def fit(
-    rows: NgramRows, labels: np.ndarray, train: np.ndarray, validation: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(kernel (width, genres), bias (genres,), C) of the regression fitted on the `train`
+    features: Features,
+    labels: np.ndarray,
+    train: np.ndarray,
+    validation: np.ndarray,
+    colour_standard: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[list[tf.Variable], tf.Variable, float]:
+    """(kernels (one a part), bias (genres,), C) of the regression fitted on the `train`
     films whose C scored the best mAP on the `validation` films."""
-    x_train, x_validation = unit_rows(rows[train]), unit_rows(rows[validation])
+    x_train = features.take(train).parts(colour_standard)
+    x_validation = features.take(validation).parts(colour_standard)
     y_train = tf.constant(labels[train], tf.float32)
     names = [str(g) for g in range(labels.shape[1])]  # (mAP needs no genre names)
     best = None
     for c in C_GRID:
-        kernel, bias = _fit_one(x_train, y_train, c)
-        logits = tf.sparse.sparse_dense_matmul(x_validation, kernel) + bias
-        score = metrics.score(labels[validation], tf.sigmoid(logits).numpy(), 0.5, names)["mAP"]
-        log.info("TF-IDF logistic regression: C %g, validation mAP %.3f", c, score)
+        kernels, bias = _fit_one(x_train, y_train, c)
+        probs = tf.sigmoid(predict(x_validation, kernels, bias)).numpy()
+        score = metrics.score(labels[validation], probs, 0.5, names)["mAP"]
+        log.info("logistic regression: C %g, validation mAP %.3f", c, score)
         if best is None or score > best[0]:
-            best = (score, kernel.numpy(), bias.numpy(), c)
+            best = (score, kernels, bias, c)
     return best[1], best[2], best[3]
 
 
-def _fit_one(x: tf.SparseTensor, y: tf.Tensor, c: float) -> tuple[tf.Variable, tf.Variable]:
+def _fit_one(
+    parts: list[tf.Tensor], y: tf.Tensor, c: float
+) -> tuple[list[tf.Variable], tf.Variable]:
     films, genres = y.shape
-    kernel = tf.Variable(tf.zeros([x.dense_shape[1], genres]))
+    kernels = [tf.Variable(tf.zeros([part.shape[1], genres])) for part in parts]
     bias = tf.Variable(tf.zeros([genres]))
     optimizer = keras.optimizers.Adam(LEARNING_RATE)
     # scikit-learn's C * sum(losses) + |w|^2 / 2 per genre, divided by C * films * genres.
     decay = 1.0 / (2 * c * films * genres)
 
-    variables = [kernel, bias]
+    variables = [*kernels, bias]
     optimizer.build(variables)  # (its slots before the loop: none may be made inside it)
 
     @tf.function
     def steps() -> None:  # all in one graph: with a call a step, calling took most of the time
         for _ in tf.range(STEPS):
             with tf.GradientTape() as tape:
-                logits = tf.sparse.sparse_dense_matmul(x, kernel) + bias
-                losses = tf.nn.sigmoid_cross_entropy_with_logits(y, logits)
-                loss = tf.reduce_mean(losses) + decay * tf.reduce_sum(tf.square(kernel))
+                losses = tf.nn.sigmoid_cross_entropy_with_logits(y, predict(parts, kernels, bias))
+                penalty = tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
+                loss = tf.reduce_mean(losses) + decay * penalty
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
 
     steps()
-    return kernel, bias
+    return kernels, bias

@@ -10,9 +10,9 @@ overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense lay
 beside the LSTM's features; exported with that vectorizer in front too.
 With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
 (ColourHistogram, computed in the model from its pixels) before the output layer.
-With tfidf_logistic (the tuned fusion), a "Prior" input of logits, the TF-IDF logistic
-regression's (logistic.py), is added to the output layer's; exported with the regression
-in front of it.
+With tfidf_logistic or colour_logistic (the tuned fusion and cnn), a "Prior" input of
+logits, a logistic regression's (logistic.py), is added to the output layer's (with_prior);
+exported with the regression in front of it.
 """
 
 from __future__ import annotations
@@ -145,12 +145,9 @@ def build_fusion(
     num_genres: int,
     ngrams: keras.Model | None = None,
     name: str = "fusion",
-    prior: bool = False,
 ) -> keras.Model:
     """The notebook models up to their last hidden layer (and the n-gram branch), joined
-    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it. With
-    `prior`: a "Prior" input of logits (genres,) (the TF-IDF logistic regression's,
-    logistic.py) is added to the output layer's before the sigmoid."""
+    before one output layer. Without `cnn`: the lstm with the n-gram branch beside it."""
     branches = [(keras.Model(lstm.input, lstm.get_layer("Drop").output, name="overview"), "Tokens")]
     if cnn is not None:
         last = "PosterJoined" if "Colours" in [layer.name for layer in cnn.layers] else "Drop6"
@@ -164,14 +161,21 @@ def build_fusion(
     }
     features = [branch(inputs[key]) for branch, key in branches]
     joined = layers.Concatenate(name="Joined")(features)  # (1024 + 128 [+ NGRAM_UNITS],)
-    if not prior:
-        genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")
-        return keras.Model(inputs, genres(joined), name=name)
+    genres = layers.Dense(num_genres, activation="sigmoid", dtype="float32", name="Output")
+    return keras.Model(inputs, genres(joined), name=name)
+
+
+def with_prior(model: keras.Model) -> keras.Model:
+    """`model` with a "Prior" input of logits (genres,), a logistic regression's
+    (logistic.py), added to its output layer's before the sigmoid. Takes a dict of inputs."""
+    features = model.get_layer("Output").input
+    num_genres = model.output.shape[-1]
+    inputs = dict(model.input) if isinstance(model.input, dict) else {"Poster": model.input}
     inputs["Prior"] = keras.Input((num_genres,), name="Prior")
-    logits = layers.Dense(num_genres, dtype="float32", name="OutputLogits")(joined)
+    logits = layers.Dense(num_genres, dtype="float32", name="OutputLogits")(features)
     summed = layers.Add(dtype="float32", name="Logits")([logits, inputs["Prior"]])
     genres = layers.Activation("sigmoid", dtype="float32", name="Output")(summed)
-    return keras.Model(inputs, genres, name=name)
+    return keras.Model(inputs, genres, name=model.name)
 
 
 def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
@@ -186,14 +190,14 @@ def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
     """
     if model.name == "lstm":
         return model
-    fusion = model.name == "fusion"
-    poster_shape = (model.input["Poster"] if fusion else model.input).shape[1:]
+    joined = isinstance(model.input, dict)  # the fusion, a cnn with a prior
+    poster_shape = (model.input["Poster"] if joined else model.input).shape[1:]
     poster = keras.Input(poster_shape, dtype="uint8", name="Poster")
     # float32 whatever the precision policy: the model's first layer casts, as before.
     x = layers.Rescaling(1 / 255, dtype="float32", name="ToFloat")(poster)  # (64, 64, 3)
     if flip:
         x = layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="Flip")(x)
-    if not fusion:
+    if not joined:
         return keras.Model(poster, model(x), name=f"{model.name}_training")
     texts = {
         key: keras.Input(tensor.shape[1:], dtype=tensor.dtype, name=key)
@@ -201,7 +205,7 @@ def poster_input(model: keras.Model, flip: bool, seed: int) -> keras.Model:
         if key != "Poster"
     }
     genres = model({"Poster": x, **texts})
-    return keras.Model({"Poster": poster, **texts}, genres, name="fusion_training")
+    return keras.Model({"Poster": poster, **texts}, genres, name=f"{model.name}_training")
 
 
 def positive_weights(labels: np.ndarray, class_weight: str) -> np.ndarray | None:
@@ -253,26 +257,27 @@ def compile_model(
 
 
 def inference_model(trained: keras.Model, vectorizers: dict | None) -> keras.Model:
-    """The model to export: raw inputs in, probabilities out (the vectorizers, by the
-    model input each feeds, in front of the overview branches; a "Prior" model, the TF-IDF
-    logistic regression, in front of the prior input, fed the TF-IDF rows)."""
+    """The model to export: raw inputs in ("Poster" float posters in [0, 1], "Overview"
+    strings; one of them alone as it is), probabilities out. The vectorizers, by the model
+    input each feeds, go in front of the overview branches; a "Prior" model, the logistic
+    regression, in front of the prior input, fed what it reads of those."""
     if vectorizers is None:
         return trained
-    overview = keras.Input((1,), dtype="string", name="Overview")
-    texts = {
-        key: vectorized(vectorizer, overview)
-        for key, vectorizer in vectorizers.items()
-        if key != "Prior"
-    }
+    raw, fed = {}, {}
+    if isinstance(trained.input, dict) and "Poster" in trained.input:
+        raw["Poster"] = fed["Poster"] = keras.Input(
+            trained.input["Poster"].shape[1:], name="Poster"
+        )
+    texts = {key: vectorizer for key, vectorizer in vectorizers.items() if key != "Prior"}
+    if texts:
+        raw["Overview"] = keras.Input((1,), dtype="string", name="Overview")
+        fed.update({key: vectorized(v, raw["Overview"]) for key, v in texts.items()})
     if "Prior" in vectorizers:
-        texts["Prior"] = vectorizers["Prior"](texts["Ngrams"])
-    name = f"{trained.name}_inference"
-    if trained.name != "fusion":
-        genres = trained(texts if len(texts) > 1 else texts["Tokens"])
-        return keras.Model(overview, genres, name=name)
-    poster = keras.Input(trained.input["Poster"].shape[1:], name="Poster")
-    genres = trained({"Poster": poster, **texts})
-    return keras.Model({"Poster": poster, "Overview": overview}, genres, name=name)
+        prior = vectorizers["Prior"]
+        fed["Prior"] = prior({key: fed[key] for key in prior.input})
+    genres = trained(fed if isinstance(trained.input, dict) else fed["Tokens"])
+    exported = raw if len(raw) > 1 else next(iter(raw.values()))
+    return keras.Model(exported, genres, name=f"{trained.name}_inference")
 
 
 def vectorized(vectorizer: layers.TextVectorization, overview: keras.KerasTensor):
@@ -297,7 +302,7 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
         if config.colour_features == "histogram":
             cnn = with_colours(cnn)
         if config.model == "cnn":
-            return cnn
+            return with_prior(cnn) if config.colour_logistic else cnn
     lstm = build_lstm(
         num_genres,
         vectorizers["Tokens"].vocabulary_size(),
@@ -311,5 +316,8 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
         ngrams = ngram_branch(vectorizers["Ngrams"].vocabulary_size())
     elif config.model == "lstm":
         return lstm
-    prior = ngrams is not None and config.tfidf_logistic
-    return build_fusion(cnn, lstm, num_genres, ngrams, name=config.model, prior=prior)
+    model = build_fusion(cnn, lstm, num_genres, ngrams, name=config.model)
+    prior = (ngrams is not None and config.tfidf_logistic) or (
+        cnn is not None and config.colour_logistic
+    )
+    return with_prior(model) if prior else model

@@ -287,15 +287,20 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
 
     films, inputs, vectorizers, split = load_films(config)
     prior = None
-    if config.tfidf_logistic and isinstance(inputs, dict) and "Ngrams" in inputs:
+    features = logistic.features_of(
+        inputs, config.model, config.tfidf_logistic, config.colour_logistic
+    )
+    if features is not None:
         # Fitted at every start, a resumed run's too: the same films, so the same regression.
-        prior = logistic.prior(inputs["Ngrams"], films.labels, split, config.seed)
-        inputs["Prior"], vectorizers["Prior"] = prior.logits, prior.model
+        prior = logistic.prior(features, films.labels, split, config.seed, config.image_size)
+        inputs = {**(inputs if isinstance(inputs, dict) else {"Poster": inputs})}
+        inputs["Prior"] = prior.logits
+        vectorizers = {**(vectorizers or {}), "Prior": prior.model}
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)
     if prior is not None:
-        config.run["tfidf_logistic_c"] = prior.c
+        config.run["logistic_c"] = prior.c
     log.info("config %s", json.dumps({k: v for k, v in vars(config).items() if k != "run"}))
     log.info(
         "films used %d, dropped %s, split %s, %s with %d replicas",
@@ -315,7 +320,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         mirror.remember_current()
         with refused_writes(config.output, OSError):
             storage.write_text(storage.join(target, "config.json"), config.to_json())
-        if vectorizers is not None:
+        if vectorizers is not None and "Tokens" in vectorizers:
             vocabulary = vectorizers["Tokens"].get_vocabulary()
             (staging / "vocabulary.txt").write_text("\n".join(vocabulary))
         for folder in ("checkpoints", "backup"):
