@@ -38,7 +38,7 @@ def test_tuned_models_have_the_ngram_branch_and_notebook_ones_do_not(model):
 
     built = build_for(tuned, 25, vectorizers(ngrams=True))
 
-    # (and the tuned fusion's TF-IDF logistic regression's logits: tests/test_tfidf_logistic.py)
+    # (and the tuned fusion's logistic regression's logits: tests/test_logistic_prior.py)
     poster = {"Poster", "Prior"} if model == "fusion" else set()
     assert set(built.input) == {"Tokens", "Ngrams"} | poster
     branch = built.get_layer("ngrams")
@@ -125,9 +125,16 @@ def test_exported_fusion_predicts_what_the_two_replica_run_scored(demo_dir, tmp_
 
 def old_config(seed: int) -> dict:
     """A tuned fusion run's config.json as written before text_features, split_seed,
-    stop_words, colour_features and tfidf_logistic."""
+    stop_words, colour_features, tfidf_logistic and colour_logistic."""
     config = json.loads(TrainConfig(model="fusion", data="d", output="o", seed=seed).to_json())
-    for name in ("text_features", "split_seed", "stop_words", "colour_features", "tfidf_logistic"):
+    for name in (
+        "text_features",
+        "split_seed",
+        "stop_words",
+        "colour_features",
+        "tfidf_logistic",
+        "colour_logistic",
+    ):
         del config[name]
     return config
 
@@ -136,11 +143,12 @@ def test_a_run_from_before_the_settings_loads_and_resumes_as_it_trained(tmp_path
     loaded = TrainConfig.from_json(json.dumps(old_config(seed=7)))
 
     assert (loaded.text_features, loaded.split_seed, loaded.seed) == ("none", 7, 7)
-    assert (loaded.stop_words, loaded.colour_features, loaded.tfidf_logistic) == (
-        False,
-        "none",
-        False,
-    )
+    assert (
+        loaded.stop_words,
+        loaded.colour_features,
+        loaded.tfidf_logistic,
+        loaded.colour_logistic,
+    ) == (False, "none", False, False)
     built = build_for(loaded, 25, vectorizers(ngrams=False))
     names = [layer.name for layer in [*built.layers, *built.get_layer("poster").layers]]
     assert "ngrams" not in names and "Colours" not in names

@@ -37,8 +37,9 @@ C_GRID = (10.0, 30.0, 100.0)
 STEPS = 1000
 LEARNING_RATE = 0.3
 FOLDS = 5  # the training films' own logits: each from the fit on the other 4 folds
-# A standardised histogram's length is about sqrt(512): scaled so that the colours' best C on
-# the real films falls in C_GRID beside the TF-IDF's (docs/accuracy.md, sixth round).
+# Each part's scale puts its best C on the real films inside C_GRID (docs/accuracy.md, sixth
+# round): the TF-IDF rows' length, and the factor on the standardised colour histograms.
+NGRAM_SCALE = 0.3
 COLOUR_SCALE = 0.0025
 
 
@@ -57,7 +58,7 @@ class Features:
 
     def parts(self, colour_standard: tuple[np.ndarray, np.ndarray] | None) -> list[tf.Tensor]:
         """The regression's input: [unit-length TF-IDF (sparse)] + [scaled colours]."""
-        found = [] if self.ngrams is None else [unit_rows(self.ngrams)]
+        found = [] if self.ngrams is None else [unit_rows(self.ngrams) * NGRAM_SCALE]
         if self.colours is not None:
             mean, scale = colour_standard
             found.append(tf.constant((self.colours - mean) * scale, tf.float32))
@@ -124,10 +125,14 @@ def prior_model(
     regression's logits (films, genres), frozen."""
     inputs, parts = {}, []
     if ngrams:
-        inputs["Ngrams"] = keras.Input((kernels[0].shape[0],), name="Ngrams")
-        parts.append(
-            keras.layers.UnitNormalization(dtype="float32", name="NgramsUnit")(inputs["Ngrams"])
-        )
+        width = kernels[0].shape[0]
+        inputs["Ngrams"] = keras.Input((width + 1,), name="Ngrams")
+        # The vectorizer's rows less their first column, the out-of-vocabulary count.
+        x = keras.layers.Reshape((width + 1, 1), name="NgramsColumns")(inputs["Ngrams"])
+        x = keras.layers.Cropping1D((1, 0), name="NgramsKnown")(x)
+        x = keras.layers.Reshape((width,), name="NgramsKnownRows")(x)
+        x = keras.layers.UnitNormalization(dtype="float32", name="NgramsUnit")(x)
+        parts.append(keras.layers.Rescaling(NGRAM_SCALE, dtype="float32", name="NgramsScaled")(x))
     if colour_standard is not None:
         mean, scale = colour_standard
         inputs["Poster"] = keras.Input((image_size, image_size, 3), name="Poster")
@@ -144,13 +149,16 @@ def prior_model(
 
 
 def unit_rows(rows: NgramRows) -> tf.SparseTensor:
-    """The rows as one sparse (films, width) matrix, each row of unit length."""
-    films = tf.cast(rows.columns.value_rowids(), tf.int64)
-    columns = tf.cast(rows.columns.flat_values, tf.int64)
-    values = tf.cast(rows.weights.flat_values, tf.float32)
+    """The rows as one sparse (films, width - 1) matrix, each row of unit length, without
+    the vectorizer's column 0: its out-of-vocabulary count (most word pairs are rare) would
+    outweigh an overview's known words in a unit row (docs/accuracy.md, sixth round)."""
+    known = rows.columns.flat_values > 0
+    films = tf.cast(tf.boolean_mask(rows.columns.value_rowids(), known), tf.int64)
+    columns = tf.cast(tf.boolean_mask(rows.columns.flat_values, known), tf.int64) - 1
+    values = tf.cast(tf.boolean_mask(rows.weights.flat_values, known), tf.float32)
     lengths = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(values), films, len(rows)))
     values = values / tf.maximum(tf.gather(lengths, films), 1e-12)
-    shape = [len(rows), rows.width]
+    shape = [len(rows), rows.width - 1]
     return tf.sparse.reorder(tf.SparseTensor(tf.stack([films, columns], 1), values, shape))
 
 
