@@ -127,6 +127,23 @@ def test_the_exported_cnn_adds_the_colour_regressions_logits():
     )
 
 
+@pytest.mark.parametrize("model", ["cnn", "fusion"])
+def test_an_untrained_model_is_the_regression(model):
+    # The network's part of the logits starts at zero: training starts from the regression.
+    config = TrainConfig(model=model, data="d", output="o", colour_logistic=True)
+    tokens = keras.layers.TextVectorization(vocabulary=["a", "b"], output_sequence_length=64)
+    built = build_for(config, 3, {"Tokens": tokens} if model == "fusion" else None)
+    rng = np.random.default_rng(2)
+    prior = rng.normal(size=(4, 3)).astype(np.float32)
+    inputs = {"Poster": rng.random((4, 64, 64, 3)).astype(np.float32), "Prior": prior}
+    if model == "fusion":
+        inputs["Tokens"] = rng.integers(1, 4, size=(4, 64))
+
+    got = built(inputs, training=False).numpy()
+
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-prior)), rtol=1e-6)
+
+
 def prior_inputs(config: TrainConfig, inputs) -> tuple[dict, list[str]]:
     """What the regression of `config`'s run reads of `inputs`, by the prior model's keys."""
     if config.model == "cnn":

@@ -172,7 +172,10 @@ def with_prior(model: keras.Model) -> keras.Model:
     num_genres = model.output.shape[-1]
     inputs = dict(model.input) if isinstance(model.input, dict) else {"Poster": model.input}
     inputs["Prior"] = keras.Input((num_genres,), name="Prior")
-    logits = layers.Dense(num_genres, dtype="float32", name="OutputLogits")(features)
+    # Zeros: the model starts as the regression and moves only where the loss says.
+    logits = layers.Dense(
+        num_genres, kernel_initializer="zeros", dtype="float32", name="OutputLogits"
+    )(features)
     summed = layers.Add(dtype="float32", name="Logits")([logits, inputs["Prior"]])
     genres = layers.Activation("sigmoid", dtype="float32", name="Output")(summed)
     return keras.Model(inputs, genres, name=model.name)
