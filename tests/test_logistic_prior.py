@@ -96,9 +96,8 @@ def test_the_exported_lstm_adds_the_fitted_logits_to_the_networks():
     known = unit(rows[:, 1:]) * logistic.NGRAM_SCALE  # (the OOV count left out)
     expected = 1 / (1 + np.exp(-(known @ kernel + bias)))
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    plain = build_for(TrainConfig(model="lstm", data="d", output="o"), 2, {"Tokens": tokens,
-                      "Ngrams": tfidf})  # fmt: skip
-    assert "Prior" not in plain.input  # off by default
+    off = TrainConfig(model="lstm", data="d", output="o", tfidf_logistic=False)
+    assert "Prior" not in build_for(off, 2, {"Tokens": tokens, "Ngrams": tfidf}).input
 
 
 def test_the_exported_cnn_adds_the_colour_regressions_logits():
@@ -165,7 +164,7 @@ def test_a_run_feeds_out_of_fold_logits_and_exports_the_full_fit(
     assert result.exit_code == 0, result.output
     config = TrainConfig.from_json((run / "config.json").read_text())
     assert config.run["logistic_c"] in logistic.C_GRID
-    assert (config.tfidf_logistic, config.colour_logistic) == (model == "lstm", model == "cnn")
+    assert getattr(config, flag[2:].replace("-", "_")) is True
     check_values(str(run), json.loads((run / "config.json").read_text()))
     films, inputs, _, split = load_films(config)
     features = logistic.features_of(inputs, model, config.tfidf_logistic, config.colour_logistic)

@@ -38,9 +38,9 @@ def test_tuned_models_have_the_ngram_branch_and_notebook_ones_do_not(model):
 
     built = build_for(tuned, 25, vectorizers(ngrams=True))
 
-    # (and the tuned fusion's logistic regression's logits: tests/test_logistic_prior.py)
-    poster = {"Poster", "Prior"} if model == "fusion" else set()
-    assert set(built.input) == {"Tokens", "Ngrams"} | poster
+    # (and the tuned logistic regression's logits: tests/test_logistic_prior.py)
+    poster = {"Poster"} if model == "fusion" else set()
+    assert set(built.input) == {"Tokens", "Ngrams", "Prior"} | poster
     branch = built.get_layer("ngrams")
     assert branch.input.shape[1:] == (4,)  # the n-gram vocabulary with its OOV slot
     joined = built.get_layer("Joined").output.shape[-1]
