@@ -10,7 +10,7 @@ overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense lay
 beside the LSTM's features; exported with that vectorizer in front too.
 With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
 (ColourHistogram, computed in the model from its pixels) before the output layer.
-With tfidf_logistic or colour_logistic (the tuned fusion and cnn), a "Prior" input of
+With tfidf_logistic or colour_logistic (the tuned lstm and fusion), a "Prior" input of
 logits, a logistic regression's (logistic.py), is added to the output layer's (with_prior);
 exported with the regression in front of it.
 """
