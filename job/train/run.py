@@ -293,8 +293,9 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     if features is not None:
         # Fitted at every start, a resumed run's too: the same films, so the same regression.
         prior = logistic.prior(features, films.labels, split, config.seed, config.image_size)
-        inputs = {**(inputs if isinstance(inputs, dict) else {"Poster": inputs})}
-        inputs["Prior"] = prior.logits
+        # (a cnn's posters become one of its named inputs: it now takes the logits too)
+        named = inputs if isinstance(inputs, dict) else {"Poster": inputs}
+        inputs = {**named, "Prior": prior.logits}
         vectorizers = {**(vectorizers or {}), "Prior": prior.model}
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
