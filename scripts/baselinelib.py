@@ -1,9 +1,13 @@
 """Shared parts of the baseline scripts: the job's own split of a dataset, and one JSON
-line of scores at thresholds tuned on validation and at 0.5 (job.model.metrics, as the job)."""
+line of scores at thresholds tuned on validation and at 0.5 (job.model.metrics, as the job).
+
+SPLIT_SEED (default 42, the job's) picks the films as `genre-job train --split-seed` does.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -19,7 +23,7 @@ from job.predict import predictions_frame
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared/data/imdb-posters-overviews"
 # The job's defaults (job/config.py): the same evaluation films as `genre-job train`.
-SEED, VALIDATION, EVALUATION = 42, 0.1, 0.1
+SEED, VALIDATION, EVALUATION = int(os.environ.get("SPLIT_SEED", "42")), 0.1, 0.1
 
 
 def data_root(argv: list[str]) -> Path:
@@ -73,6 +77,7 @@ def run(
     half = metrics.score(truth, evaluation_probs, 0.5, films.genres)
     line = {
         "baseline": name,
+        "split_seed": SEED,
         "films": {s: int(mask.sum()) for s, mask in part.items()},
         "micro_f1": round(tuned["micro_f1"], 4),
         "macro_f1": round(tuned["macro_f1"], 4),

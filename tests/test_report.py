@@ -1,11 +1,12 @@
 """`job.report`: the report of a real (1-epoch) run, read back as a user sees it, and
-runs compared; and the two baseline scripts and scripts/average_runs.py run on the demo data."""
+runs compared; and the baseline scripts and scripts/average_runs.py run on the demo data."""
 
 from __future__ import annotations
 
 import html
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sklearn.metrics import average_precision_score
 
 from job import storage
 from job.cli import main
+from job.data.catalogue import split_of
 from job.errors import InputError
 from job.report import (
     Film,
@@ -183,6 +185,41 @@ def test_baseline_scripts_print_their_scores(script, demo_dir):
     assert sum(sizes.values()) == len(catalogue(demo_dir))
     # The demo's posters and words tell the genres: both baselines beat the label prior.
     assert figures["micro_f1"] > figures["label_prior_micro_f1"]
+
+
+def test_job_regression_baseline_writes_a_run_a_regression_on_the_split_seed_films(
+    demo_dir, tmp_path
+):
+    """scripts/baseline_job_regression.py with SPLIT_SEED=7: three JSON lines and three run
+    folders, each scoring exactly the evaluation films of split seed 7 as it printed."""
+    done = subprocess.run(
+        [sys.executable, "scripts/baseline_job_regression.py", str(demo_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+        cwd=ROOT,
+        env={**os.environ, "SPLIT_SEED": "7", "PYTHONPATH": str(ROOT / "scripts")},
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    names = ["tfidf", "colour", "joint"]
+    assert [line["baseline"] for line in lines] == [f"job_regression_{n}" for n in names]
+    ids = catalogue(demo_dir)["Id"].tolist()
+    split = split_of(ids, 7, 0.1, 0.1)
+    evaluation = [i for i, s in zip(ids, split, strict=True) if s == "evaluation"]
+    assert split_of(ids, 42, 0.1, 0.1).tolist() != split.tolist()
+    for name, line in zip(names, lines, strict=True):
+        assert line["split_seed"] == 7
+        assert line["films"]["evaluation"] == len(evaluation)
+        folder = tmp_path / f"regression-{name}"
+        predictions = pd.read_csv(folder / "predictions.csv", dtype={"Id": str})
+        assert predictions["Id"].tolist() == evaluation
+        tuned = json.loads((folder / "metrics.json").read_text())["tuned_thresholds"]
+        assert round(tuned["micro_f1"], 4) == line["micro_f1"]
+        assert round(tuned["mAP"], 4) == line["mAP"]
+        # The demo's posters and words tell the genres: every regression beats the prior.
+        assert line["micro_f1"] > line["label_prior_micro_f1"], line
 
 
 def test_compare_shows_mean_and_spread_of_a_setting_run_with_several_seeds(runs, tmp_path):

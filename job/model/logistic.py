@@ -89,7 +89,7 @@ def prior(
     for fold in range(FOLDS):
         held, others = trained[folds == fold], trained[folds != fold]
         y = tf.constant(labels[others], tf.float32)
-        fold_kernels, fold_bias = _fit_one(features.take(others).parts(standard), y, c)
+        fold_kernels, fold_bias = fit_one(features.take(others).parts(standard), y, c)
         logits[held] = predict(features.take(held).parts(standard), fold_kernels, fold_bias)
     model = prior_model(kernels, bias, features.ngrams is not None, standard, image_size)
     return Prior(logits.astype(np.float32), model, c)
@@ -188,7 +188,7 @@ def fit(
     names = [str(g) for g in range(labels.shape[1])]  # (mAP needs no genre names)
     best = None
     for c in C_GRID:
-        kernels, bias = _fit_one(x_train, y_train, c)
+        kernels, bias = fit_one(x_train, y_train, c)
         probs = tf.sigmoid(predict(x_validation, kernels, bias)).numpy()
         score = metrics.score(labels[validation], probs, 0.5, names)["mAP"]
         log.info("logistic regression: C %g, validation mAP %.3f", c, score)
@@ -197,9 +197,10 @@ def fit(
     return best[1], best[2], best[3]
 
 
-def _fit_one(
+def fit_one(
     parts: list[tf.Tensor], y: tf.Tensor, c: float
 ) -> tuple[list[tf.Variable], tf.Variable]:
+    """(kernels, bias) of the regression over `parts` (Features.parts) with strength C."""
     films, genres = y.shape
     kernels = [tf.Variable(tf.zeros([part.shape[1], genres])) for part in parts]
     bias = tf.Variable(tf.zeros([genres]))
