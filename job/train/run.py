@@ -172,6 +172,20 @@ def make_datasets(
     )
 
 
+def build_from_a_plain_batch(trainer: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Under a strategy, Keras `fit` and `evaluate` (each epoch's validation) build the
+    model from the first batch of a new distributed iterator, then drop that iterator while
+    its thread prefetches more: TensorFlow crashed there with a SIGSEGV now and then
+    (docs/operations.md, Reliability). `trainer` builds from `dataset`'s first batch
+    instead, read by a plain iterator: the validation set, unshuffled, so reading it
+    changes no order."""
+    batch = next(iter(dataset.take(1)))
+    build = trainer._maybe_symbolic_build  # (Keras' own, given the batch)
+    trainer._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(
+        data_batch=batch if data_batch is None else data_batch
+    )
+
+
 def describe_run(
     config: TrainConfig,
     films: catalogue.Catalogue,
@@ -367,6 +381,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
             else:
                 stop = StopOnSignal(config.epochs)
                 try:
+                    build_from_a_plain_batch(trainer, validation_set)
                     trainer.fit(
                         train_set,
                         validation_data=validation_set,
