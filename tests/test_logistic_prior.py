@@ -7,6 +7,7 @@ fitted on every training film."""
 from __future__ import annotations
 
 import json
+import logging
 
 import keras
 import numpy as np
@@ -148,6 +149,17 @@ def prior_inputs(config: TrainConfig, inputs) -> tuple[dict, list[str]]:
     if config.model == "cnn":
         return {"Poster": inputs}, ["Poster"]
     return {"Ngrams": inputs["Ngrams"]}, ["Ngrams"]
+
+
+def test_a_run_s_fits_log_no_retracing_warning(caplog):
+    """A run makes 8 fits (5 folds, 3 strengths): TensorFlow would warn from the 5th on
+    that a function is traced again and again; each fit's function is new by design."""
+    parts = [tf.constant(np.eye(4, dtype=np.float32))]
+    y = tf.constant(np.eye(4, 2, dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for _ in range(6):
+            logistic.fit_one(parts, y, 10.0)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
 
 
 @pytest.mark.slow
