@@ -14,7 +14,7 @@ CLASS_WEIGHTS = ("none", "sqrt", "balanced")  # a positive label's weight (posit
 EMBEDDING_INITS = ("random", "lsa")  # the overview Embedding's start (job/model/embeddings.py)
 TEXT_FEATURES = ("none", "tfidf")  # lstm/fusion: the TF-IDF n-gram branch (networks)
 # cnn/fusion: the poster's colour histogram joined before the output (networks), or not
-COLOUR_FEATURES = ("none", "histogram")
+COLOUR_FEATURES = ("none", "histogram", "statistics")
 
 
 # The course notebook's training settings (issue #2), used by `--recipe notebook`.

@@ -17,7 +17,7 @@ from job.config import TrainConfig
 from job.data import cache, catalogue, poster_decoding
 from job.data.pipeline import posters_to_float
 from job.errors import InputError, OutputError, refused_writes
-from job.model.networks import ColourHistogram  # noqa: F401 (model.keras may hold it)
+from job.model import poster_features  # noqa: F401 (model.keras may hold its layers)
 from job.progress import Progress
 from job.train.callbacks import PredictProgress
 

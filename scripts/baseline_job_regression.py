@@ -5,11 +5,14 @@ validation mAP, per-genre thresholds tuned on validation. One JSON line a regres
     python scripts/baseline_job_regression.py [DATASET_ROOT [RUNS_FOLDER]]
 
 With RUNS_FOLDER, writes run folders regression-tfidf, regression-colour and
-regression-joint there for `genre-job compare`. SPLIT_SEED as the other baselines.
+regression-joint there for `genre-job compare`. SPLIT_SEED as the other baselines;
+COLOUR_FEATURES=statistics: the posters' features of `--colour-features statistics`
+(folders regression-colour-statistics and regression-joint-statistics).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,20 +33,19 @@ def main() -> None:
         model="fusion", data=str(root), output="unused", split_seed=baselinelib.SEED
     )
     films, inputs, _, _ = load_films(config)
-    everything = logistic.Features(inputs["Ngrams"], logistic.colour_histograms(inputs["Poster"]))
+    kind = os.environ.get("COLOUR_FEATURES", "histogram")
+    colours = logistic.colour_histograms(inputs["Poster"], kind)
+    suffix = "" if kind == "histogram" else f"-{kind}"
     regressions = {
-        "tfidf": logistic.Features(ngrams=everything.ngrams),
-        "colour": logistic.Features(colours=everything.colours),
-        "joint": everything,
+        "tfidf": logistic.Features(ngrams=inputs["Ngrams"]),
+        f"colour{suffix}": logistic.Features(colours=colours, kind=kind),
+        f"joint{suffix}": logistic.Features(inputs["Ngrams"], colours, kind),
     }
     for name, features in regressions.items():
 
         def fit_predict(c, train, y, others, features=features):
             # `train` and `others` are row numbers: baselinelib splits them as the job does.
-            standard = None
-            if features.colours is not None:
-                colours = features.colours[train]
-                standard = (colours.mean(0), logistic.COLOUR_SCALE / (colours.std(0) + 1e-3))
+            standard = features.colour_standard(train)
             y = tf.constant(y, tf.float32)
             kernels, bias = logistic.fit_one(features.take(train).parts(standard), y, c)
             return [
@@ -54,6 +56,7 @@ def main() -> None:
             ]
 
         output = str(runs / f"regression-{name}") if runs else None
+        name = name.replace("-", "_")
         rows = np.arange(len(films.ids))
         baselinelib.run(f"job_regression_{name}", films, rows, fit_predict, logistic.C_GRID, output)
 

@@ -9,7 +9,8 @@ import pytest
 from test_text_features import vectorizers
 
 from job.config import TrainConfig
-from job.model.networks import ColourHistogram, build_cnn, build_for
+from job.model.networks import build_cnn, build_for
+from job.model.poster_features import ColourHistogram
 
 
 def baseline_histogram(pixels: np.ndarray) -> np.ndarray:

@@ -169,7 +169,9 @@ def rate(name: str, text: str):
 @recipe_option(
     "colour_features",
     click.Choice(COLOUR_FEATURES),
-    "cnn/fusion: the poster's colour histogram joined before the output.",
+    "cnn/fusion: the poster's colour histogram joined before the output; 'statistics': "
+    "and hue, saturation, value and edge-strength histograms and an edge grid (what "
+    "--colour-logistic reads then too).",
 )
 @recipe_switch(
     "colour_logistic",

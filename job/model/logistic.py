@@ -12,7 +12,7 @@ training film.
 Adam with early stopping on the validation loss never found the regularised optimum of a
 linear layer over these rows (docs/accuracy.md, second round): this fit does, full batch,
 in TensorFlow (no scikit-learn in the image). TF-IDF rows are scaled to unit length;
-colour histograms standardised on the training films, then scaled by COLOUR_SCALE.
+colour histograms standardised on the training films, then scaled by COLOUR_SCALES.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import tensorflow as tf
 from job.data import pipeline
 from job.data.pipeline import NgramRows
 from job.model import metrics
-from job.model.networks import ColourHistogram
+from job.model.poster_features import POSTER_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ FOLDS = 5  # the training films' own logits: each from the fit on the other 4 fo
 # Each part's scale puts its best C on the real films inside C_GRID (docs/accuracy.md, sixth
 # round): the TF-IDF rows' length, and the factor on the standardised colour histograms.
 NGRAM_SCALE = 0.3
-COLOUR_SCALE = 0.0025
+# By colour_features kind ("none": the histogram); "statistics" has 114 more columns than
+# "histogram" and its best scale, tried offline on the real films, was 0.005.
+COLOUR_SCALES = {"histogram": 0.0025, "statistics": 0.005}
 
 
 @dataclass
@@ -59,12 +61,21 @@ class Features:
     """What the regression reads of each film: TF-IDF rows and/or colour histograms."""
 
     ngrams: NgramRows | None = None
-    colours: np.ndarray | None = None  # (films, bins**3) ColourHistogram's, as computed
+    colours: np.ndarray | None = None  # (films, width) the posters' features, as computed
+    kind: str = "histogram"  # the posters' features: a POSTER_FEATURES key
+
+    def colour_standard(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, scale) of the colours over `rows` (the training films), None without."""
+        if self.colours is None:
+            return None
+        colours = self.colours[rows]
+        return colours.mean(0), COLOUR_SCALES[self.kind] / (colours.std(0) + 1e-3)
 
     def take(self, rows: np.ndarray) -> Features:
         return Features(
             None if self.ngrams is None else self.ngrams[rows],
             None if self.colours is None else self.colours[rows],
+            self.kind,
         )
 
     def parts(self, colour_standard: tuple[np.ndarray, np.ndarray] | None) -> list[tf.Tensor]:
@@ -89,10 +100,7 @@ def prior(
     """The regression's logits for every film (a training film's out of fold) and the
     regression fitted on all the training films, its C chosen on the validation films."""
     train, validation = split == "train", split == "validation"
-    standard = None
-    if features.colours is not None:
-        trained_colours = features.colours[train]
-        standard = (trained_colours.mean(0), COLOUR_SCALE / (trained_colours.std(0) + 1e-3))
+    standard = features.colour_standard(train)
     kernels, bias, c = fit(features, labels, train, validation, standard)
     logits = predict(features.parts(standard), kernels, bias).numpy()
     trained = np.flatnonzero(train)
@@ -102,27 +110,34 @@ def prior(
         y = tf.constant(labels[others], tf.float32)
         fold_kernels, fold_bias = fit_one(features.take(others).parts(standard), y, c)
         logits[held] = predict(features.take(held).parts(standard), fold_kernels, fold_bias)
-    model = prior_model(kernels, bias, features.ngrams is not None, standard, image_size)
+    ngrams = features.ngrams is not None
+    model = prior_model(kernels, bias, ngrams, standard, image_size, features.kind)
     return Prior(logits.astype(np.float32), model, c)
 
 
 def features_of(
-    inputs: pipeline.Inputs, model: str, ngrams: bool, colours: bool
+    inputs: pipeline.Inputs, model: str, ngrams: bool, colours: bool, kind: str = "none"
 ) -> Features | None:
     """What a run's regression reads of its inputs: their TF-IDF rows (`ngrams`) and the
-    colour histograms of their posters (`colours`), those it has; None if neither."""
+    features of `kind` (its colour_features; "none": the histogram) of their posters
+    (`colours`), those it has; None if neither."""
     held = inputs if isinstance(inputs, dict) else {"Poster": inputs} if model == "cnn" else {}
-    found = Features(held.get("Ngrams") if ngrams else None)
+    found = Features(held.get("Ngrams") if ngrams else None, None, poster_kind(kind))
     if colours and "Poster" in held:
-        found.colours = colour_histograms(held["Poster"])
+        found.colours = colour_histograms(held["Poster"], found.kind)
     return None if found.ngrams is None and found.colours is None else found
 
 
-def colour_histograms(posters: pipeline.Inputs) -> np.ndarray:
-    """(films, 512) ColourHistogram features of the posters, wherever they are held."""
+def poster_kind(colour_features: str) -> str:
+    """The posters' features the regression reads with a run's colour_features."""
+    return "histogram" if colour_features == "none" else colour_features
+
+
+def colour_histograms(posters: pipeline.Inputs, kind: str = "histogram") -> np.ndarray:
+    """(films, width) features of `kind` (POSTER_FEATURES) of the posters, wherever held."""
     dataset = pipeline.make_dataset(posters, np.zeros(len(posters)), 256, False, 0)
-    histogram = ColourHistogram()
-    return np.concatenate([histogram(batch).numpy() for batch, _ in dataset])
+    layer = POSTER_FEATURES[kind]()
+    return np.concatenate([layer(batch).numpy() for batch, _ in dataset])
 
 
 def prior_model(
@@ -131,6 +146,7 @@ def prior_model(
     ngrams: bool,
     colour_standard: tuple[np.ndarray, np.ndarray] | None,
     image_size: int,
+    kind: str = "histogram",
 ) -> keras.Model:
     """{"Ngrams": TF-IDF rows, "Poster": float posters in [0, 1]} (those it reads) -> the
     regression's logits (films, genres), frozen."""
@@ -147,7 +163,7 @@ def prior_model(
     if colour_standard is not None:
         mean, scale = colour_standard
         inputs["Poster"] = keras.Input((image_size, image_size, 3), name="Poster")
-        colours = ColourHistogram(name="PriorColours")(inputs["Poster"])
+        colours = POSTER_FEATURES[kind](name="PriorColours")(inputs["Poster"])
         standard = keras.layers.Normalization(
             mean=mean, variance=1 / scale**2, dtype="float32", name="ColoursStandard"
         )

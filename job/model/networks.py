@@ -8,8 +8,8 @@ fusion: {"Poster", "Tokens"} -> the CNN's 1024 features and the LSTM's 128, join
 With text_features "tfidf" (the tuned recipe), lstm and fusion also take "Ngrams": an
 overview's TF-IDF over words and word pairs (NGRAM_TOKENS,), through a dense layer joined
 beside the LSTM's features; exported with that vectorizer in front too.
-With colour_features "histogram", cnn and fusion also join the poster's joint RGB histogram
-(ColourHistogram, computed in the model from its pixels) before the output layer.
+With colour_features "histogram" (or "statistics"), cnn and fusion also join the poster's
+joint RGB histogram (and more statistics: poster_features.py) before the output layer.
 With tfidf_logistic or colour_logistic (the tuned lstm and fusion), a "Prior" input of
 logits, a logistic regression's (logistic.py), is added to the output layer's (with_prior);
 exported with the regression in front of it.
@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras import layers
 
 from job.config import TrainConfig
+from job.model.poster_features import POSTER_FEATURES
 
 NGRAM_TOKENS = 20_000  # words and word pairs of the TF-IDF branch
 NGRAM_UNITS = 256  # its dense layer
@@ -59,43 +60,11 @@ def build_cnn(
     return keras.Model(poster, genres, name="cnn")
 
 
-@keras.saving.register_keras_serializable(package="genre_job")
-class ColourHistogram(layers.Layer):
-    """Posters (batch, height, width, 3) in [0, 1] -> the square roots of their joint RGB
-    histogram's shares, bins**3 a poster (scripts/baseline_colour.py's features). No
-    weights: it runs wherever the model runs, under any strategy, and in the export."""
-
-    def __init__(self, bins: int = 8, **kwargs) -> None:
-        kwargs.setdefault("dtype", "float32")  # bins of bfloat16 pixels would be off by one
-        kwargs.setdefault("trainable", False)  # (its config holds it when loaded)
-        super().__init__(**kwargs)
-        self.bins = bins
-
-    def call(self, posters):
-        scaled = tf.floor(tf.cast(posters, tf.float32) * self.bins)
-        levels = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, self.bins - 1)  # 1.0 -> last
-        index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
-        index = tf.reshape(index, (tf.shape(index)[0], -1))  # (batch, pixels)
-        # The raw op with a constant size: tf.math.bincount computes its size from the data,
-        # which XLA (--jit-compile) refuses. No weights: counts, as float32.
-        counts = tf.raw_ops.DenseBincount(
-            input=index, size=self.bins**3, weights=tf.zeros([0]), binary_output=False
-        )
-        shares = counts / tf.cast(tf.shape(index)[1], tf.float32)
-        return tf.sqrt(shares)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.bins**3)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "bins": self.bins}
-
-
-def with_colours(cnn: keras.Model) -> keras.Model:
-    """The cnn with its poster's colour histogram (standardised by batch normalisation)
-    joined to its last hidden layer before a new output layer."""
+def with_colours(cnn: keras.Model, kind: str = "histogram") -> keras.Model:
+    """The cnn with its poster's features of `kind` (POSTER_FEATURES; standardised by
+    batch normalisation) joined to its last hidden layer before a new output layer."""
     poster = cnn.input
-    colours = ColourHistogram(name="Colours")(poster)
+    colours = POSTER_FEATURES[kind](name="Colours")(poster)
     colours = layers.BatchNormalization(dtype="float32", name="ColoursNorm")(colours)
     joined = layers.Concatenate(name="PosterJoined")([cnn.get_layer("Drop6").output, colours])
     genres = layers.Dense(
@@ -302,8 +271,8 @@ def build_for(config: TrainConfig, num_genres: int, vectorizers: dict | None) ->
     cnn = None
     if config.model != "lstm":
         cnn = build_cnn(num_genres, config.image_size, config.cnn_dropout, config.cnn_dense_dropout)
-        if config.colour_features == "histogram":
-            cnn = with_colours(cnn)
+        if config.colour_features != "none":
+            cnn = with_colours(cnn, config.colour_features)
         if config.model == "cnn":
             return with_prior(cnn) if config.colour_logistic else cnn
     lstm = build_lstm(

@@ -302,7 +302,7 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     films, inputs, vectorizers, split = load_films(config)
     prior = None
     features = logistic.features_of(
-        inputs, config.model, config.tfidf_logistic, config.colour_logistic
+        inputs, config.model, config.tfidf_logistic, config.colour_logistic, config.colour_features
     )
     if features is not None:
         # Fitted at every start, a resumed run's too: the same films, so the same regression.
