@@ -164,14 +164,19 @@ def test_a_run_s_fits_log_no_retracing_warning(caplog):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("model", "flag"), [("lstm", "--tfidf-logistic"), ("cnn", "--colour-logistic")]
+    ("model", "flag", "more"),
+    [
+        ("lstm", "--tfidf-logistic", ()),
+        ("cnn", "--colour-logistic", ()),
+        ("cnn", "--colour-logistic", ("--colour-features", "statistics")),
+    ],
 )
 def test_a_run_feeds_out_of_fold_logits_and_exports_the_full_fit(
-    demo_dir, tmp_path, cli, model, flag
+    demo_dir, tmp_path, cli, model, flag, more
 ):
     run = tmp_path / "run"
 
-    result = cli(*train_args(model, str(demo_dir), str(run), "--epochs", "2", flag))
+    result = cli(*train_args(model, str(demo_dir), str(run), "--epochs", "2", flag, *more))
 
     assert result.exit_code == 0, result.output
     config = TrainConfig.from_json((run / "config.json").read_text())
@@ -179,7 +184,10 @@ def test_a_run_feeds_out_of_fold_logits_and_exports_the_full_fit(
     assert getattr(config, flag[2:].replace("-", "_")) is True
     check_values(str(run), json.loads((run / "config.json").read_text()))
     films, inputs, _, split = load_films(config)
-    features = logistic.features_of(inputs, model, config.tfidf_logistic, config.colour_logistic)
+    features = logistic.features_of(
+        inputs, model, config.tfidf_logistic, config.colour_logistic, config.colour_features
+    )
+    assert features.kind == ("statistics" if more else "histogram")
     found = logistic.prior(features, films.labels, split, config.seed)
     assert found.c == config.run["logistic_c"]
     # A training film's logits: from a fit without it (they differ from the full fit's);
