@@ -45,7 +45,8 @@ def test_colour_histogram_is_the_baseline_s_features_of_the_pixels():
 def test_tuned_posters_models_join_the_colours_and_notebook_ones_do_not(model):
     """Tuned cnn and fusion join them by default."""
     default = TrainConfig(model=model, data="d", output="o")
-    assert default.colour_features == "histogram"
+    assert default.colour_features == {"cnn": "statistics", "fusion": "histogram"}[model]
+    assert default.colour_logistic is True
     tuned = TrainConfig(model=model, data="d", output="o", colour_features="histogram")
     notebook = TrainConfig(model=model, data="d", output="o", recipe="notebook")
     assert notebook.colour_features == "none"
