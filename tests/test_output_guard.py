@@ -73,7 +73,7 @@ def test_a_run_with_other_settings_is_refused_on_a_folder_and_a_bucket(
             run,
             f"Error: {run} holds a run with other settings: --model lstm there, cnn here; "
             "--learning-rate 0.001 there, 0.0001 here; --constant-epochs 0 there, 10 here; "
-            "and 4 more (choose another --output, or pass --overwrite to replace that run)",
+            "and 6 more (choose another --output, or pass --overwrite to replace that run)",
             "--seed",
             "7",
             *LSTM_FAST,

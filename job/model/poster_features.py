@@ -79,7 +79,10 @@ class PosterStatistics(layers.Layer):
         hsv = tf.image.rgb_to_hsv(pixels)
         grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
         edges = tf.norm(tf.image.sobel_edges(grey), axis=-1)  # (batch, height, width, 1)
-        grid = tf.image.resize(edges, (GRID, GRID), method="area")  # block means
+        # Block means by pooling (XLA has no area resize); rows and columns past the last
+        # whole block are left out (none at 64 x 64).
+        height, width = edges.shape[1] // GRID, edges.shape[2] // GRID
+        grid = tf.nn.avg_pool2d(edges, (height, width), (height, width), "VALID")[:, :GRID, :GRID]
         return tf.concat(
             [
                 self.histogram(pixels),

@@ -134,13 +134,10 @@ def restore_state(config: TrainConfig, staging: Path) -> int:
     return done
 
 
-def make_datasets(
-    config: TrainConfig,
-    films: catalogue.Catalogue,
-    inputs: pipeline.Inputs,
-    split: np.ndarray,
-    global_batch: int,
-) -> tuple[tf.data.Dataset, ...]:
+def check_split(
+    config: TrainConfig, films: catalogue.Catalogue, split: np.ndarray, global_batch: int
+) -> None:
+    """Refuse a run without films to train on, to validate or to evaluate."""
     for name in catalogue.SPLITS:
         if not (split == name).any():
             raise InputError(f"{config.data}: no {name} films left ({len(films)} usable films)")
@@ -151,6 +148,15 @@ def make_datasets(
             f"{global_batch}",
             "lower --batch-size",
         )
+
+
+def make_datasets(
+    config: TrainConfig,
+    films: catalogue.Catalogue,
+    inputs: pipeline.Inputs,
+    split: np.ndarray,
+    global_batch: int,
+) -> tuple[tf.data.Dataset, ...]:
     train, validation = split == "train", split == "validation"
     return (
         pipeline.make_dataset(
@@ -300,6 +306,8 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
     keras.utils.set_random_seed(config.seed)
 
     films, inputs, vectorizers, split = load_films(config)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    check_split(config, films, split, global_batch)  # (before the regression's fits)
     prior = None
     features = logistic.features_of(
         inputs, config.model, config.tfidf_logistic, config.colour_logistic, config.colour_features
@@ -311,7 +319,6 @@ def _train(config: TrainConfig, chief: bool) -> dict | None:
         named = inputs if isinstance(inputs, dict) else {"Poster": inputs}
         inputs = {**named, "Prior": prior.logits}
         vectorizers = {**(vectorizers or {}), "Prior": prior.model}
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_set, validation_set = make_datasets(config, films, inputs, split, global_batch)
     config.run = describe_run(config, films, split, strategy, global_batch)
     if prior is not None:
