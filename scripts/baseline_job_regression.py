@@ -6,8 +6,8 @@ validation mAP, per-genre thresholds tuned on validation. One JSON line a regres
 
 With RUNS_FOLDER, writes run folders regression-tfidf, regression-colour and
 regression-joint there for `genre-job compare`. SPLIT_SEED as the other baselines;
-COLOUR_FEATURES=statistics: the posters' features of `--colour-features statistics`
-(folders regression-colour-statistics and regression-joint-statistics).
+COLOUR_FEATURES=statistics: the posters' features of `--colour-features statistics`, the
+two regressions that read posters only (regression-colour-statistics, -joint-statistics).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> None:
         f"colour{suffix}": logistic.Features(colours=colours, kind=kind),
         f"joint{suffix}": logistic.Features(inputs["Ngrams"], colours, kind),
     }
+    if suffix:  # (the TF-IDF one is the same whatever the posters' features)
+        del regressions["tfidf"]
     for name, features in regressions.items():
 
         def fit_predict(c, train, y, others, features=features):

@@ -187,23 +187,34 @@ def test_baseline_scripts_print_their_scores(script, demo_dir):
     assert figures["micro_f1"] > figures["label_prior_micro_f1"]
 
 
+@pytest.mark.parametrize(
+    ("colour_features", "names"),
+    [
+        ("histogram", ["tfidf", "colour", "joint"]),
+        ("statistics", ["colour_statistics", "joint_statistics"]),
+    ],
+)
 def test_job_regression_baseline_writes_a_run_a_regression_on_the_split_seed_films(
-    demo_dir, tmp_path
+    demo_dir, tmp_path, colour_features, names
 ):
-    """scripts/baseline_job_regression.py with SPLIT_SEED=7: three JSON lines and three run
-    folders, each scoring exactly the evaluation films of split seed 7 as it printed."""
+    """scripts/baseline_job_regression.py with SPLIT_SEED=7: a JSON line and a run folder
+    a regression, each scoring exactly the evaluation films of split seed 7 as it printed."""
     done = subprocess.run(
         [sys.executable, "scripts/baseline_job_regression.py", str(demo_dir), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=scaled(300),
         cwd=ROOT,
-        env={**os.environ, "SPLIT_SEED": "7", "PYTHONPATH": str(ROOT / "scripts")},
+        env={
+            **os.environ,
+            "SPLIT_SEED": "7",
+            "COLOUR_FEATURES": colour_features,
+            "PYTHONPATH": str(ROOT / "scripts"),
+        },
     )
 
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
-    names = ["tfidf", "colour", "joint"]
     assert [line["baseline"] for line in lines] == [f"job_regression_{n}" for n in names]
     ids = catalogue(demo_dir)["Id"].tolist()
     split = split_of(ids, 7, 0.1, 0.1)
@@ -212,7 +223,7 @@ def test_job_regression_baseline_writes_a_run_a_regression_on_the_split_seed_fil
     for name, line in zip(names, lines, strict=True):
         assert line["split_seed"] == 7
         assert line["films"]["evaluation"] == len(evaluation)
-        folder = tmp_path / f"regression-{name}"
+        folder = tmp_path / f"regression-{name.replace('_', '-')}"
         predictions = pd.read_csv(folder / "predictions.csv", dtype={"Id": str})
         assert predictions["Id"].tolist() == evaluation
         tuned = json.loads((folder / "metrics.json").read_text())["tuned_thresholds"]
