@@ -34,7 +34,7 @@ def main() -> None:
     )
     films, inputs, _, _ = load_films(config)
     kind = os.environ.get("COLOUR_FEATURES", "histogram")
-    colours = logistic.colour_histograms(inputs["Poster"], kind)
+    colours = logistic.features_of_posters(inputs["Poster"], kind)
     suffix = "" if kind == "histogram" else f"-{kind}"
     regressions = {
         "tfidf": logistic.Features(ngrams=inputs["Ngrams"]),

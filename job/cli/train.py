@@ -175,9 +175,9 @@ def rate(name: str, text: str):
 )
 @recipe_switch(
     "colour_logistic",
-    "cnn/fusion: a logistic regression over the posters' colour histograms (with the "
-    "fusion's TF-IDF rows: one over both), fitted before training, adds its logits to the "
-    "network's (a training film's from folds without it).",
+    "cnn/fusion: a logistic regression over the posters' colour histograms (or statistics; "
+    "with the fusion's TF-IDF rows: one over both), fitted before training, adds its logits "
+    "to the network's (a training film's from folds without it).",
 )
 @rate("recurrent_dropout", "LSTM recurrent dropout; 0 makes it cuDNN-eligible on a GPU.")
 @rate("cnn_dropout", "After each conv block.")

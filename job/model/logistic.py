@@ -12,7 +12,8 @@ training film.
 Adam with early stopping on the validation loss never found the regularised optimum of a
 linear layer over these rows (docs/accuracy.md, second round): this fit does, full batch,
 in TensorFlow (no scikit-learn in the image). TF-IDF rows are scaled to unit length;
-colour histograms standardised on the training films, then scaled by COLOUR_SCALES.
+the posters' features (colour histograms, or poster statistics) standardised on the
+training films, then scaled by COLOUR_SCALES.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ COLOUR_SCALES = {"histogram": 0.0025, "statistics": 0.005}
 
 @dataclass
 class Features:
-    """What the regression reads of each film: TF-IDF rows and/or colour histograms."""
+    """What the regression reads of each film: TF-IDF rows and/or the posters' features."""
 
     ngrams: NgramRows | None = None
     colours: np.ndarray | None = None  # (films, width) the posters' features, as computed
@@ -124,7 +125,7 @@ def features_of(
     held = inputs if isinstance(inputs, dict) else {"Poster": inputs} if model == "cnn" else {}
     found = Features(held.get("Ngrams") if ngrams else None, None, poster_kind(kind))
     if colours and "Poster" in held:
-        found.colours = colour_histograms(held["Poster"], found.kind)
+        found.colours = features_of_posters(held["Poster"], found.kind)
     return None if found.ngrams is None and found.colours is None else found
 
 
@@ -133,7 +134,7 @@ def poster_kind(colour_features: str) -> str:
     return "histogram" if colour_features == "none" else colour_features
 
 
-def colour_histograms(posters: pipeline.Inputs, kind: str = "histogram") -> np.ndarray:
+def features_of_posters(posters: pipeline.Inputs, kind: str = "histogram") -> np.ndarray:
     """(films, width) features of `kind` (POSTER_FEATURES) of the posters, wherever held."""
     dataset = pipeline.make_dataset(posters, np.zeros(len(posters)), 256, False, 0)
     layer = POSTER_FEATURES[kind]()
