@@ -11,6 +11,18 @@ import tensorflow as tf
 from keras import layers
 
 
+def root_shares(levels: tf.Tensor, size: int) -> tf.Tensor:
+    """(batch, ...) int levels in [0, size) -> (batch, size): the square roots of each
+    row's histogram's shares (the colour baseline's scaling)."""
+    levels = tf.reshape(levels, (tf.shape(levels)[0], -1))
+    # The raw op with a constant size: tf.math.bincount computes its size from the data,
+    # which XLA (--jit-compile) refuses. No weights: counts, as float32.
+    counts = tf.raw_ops.DenseBincount(
+        input=levels, size=size, weights=tf.zeros([0]), binary_output=False
+    )
+    return tf.sqrt(counts / tf.cast(tf.shape(levels)[1], tf.float32))
+
+
 @keras.saving.register_keras_serializable(package="genre_job")
 class ColourHistogram(layers.Layer):
     """Posters (batch, height, width, 3) in [0, 1] -> the square roots of their joint RGB
@@ -27,14 +39,7 @@ class ColourHistogram(layers.Layer):
         scaled = tf.floor(tf.cast(posters, tf.float32) * self.bins)
         levels = tf.clip_by_value(tf.cast(scaled, tf.int32), 0, self.bins - 1)  # 1.0 -> last
         index = (levels[..., 0] * self.bins + levels[..., 1]) * self.bins + levels[..., 2]
-        index = tf.reshape(index, (tf.shape(index)[0], -1))  # (batch, pixels)
-        # The raw op with a constant size: tf.math.bincount computes its size from the data,
-        # which XLA (--jit-compile) refuses. No weights: counts, as float32.
-        counts = tf.raw_ops.DenseBincount(
-            input=index, size=self.bins**3, weights=tf.zeros([0]), binary_output=False
-        )
-        shares = counts / tf.cast(tf.shape(index)[1], tf.float32)
-        return tf.sqrt(shares)
+        return root_shares(index, self.bins**3)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.bins**3)
@@ -50,15 +55,9 @@ GRID = 8  # the mean edge strength of each of GRID x GRID areas: where the detai
 
 
 def shares(values: tf.Tensor, bins: int) -> tf.Tensor:
-    """(batch, ...) values in [0, 1] -> (batch, bins): the square roots of each row's
-    histogram's shares, as ColourHistogram's (the baseline's scaling)."""
+    """(batch, ...) values in [0, 1] -> (batch, bins): root_shares of their `bins` levels."""
     levels = tf.clip_by_value(tf.cast(tf.floor(values * bins), tf.int32), 0, bins - 1)
-    levels = tf.reshape(levels, (tf.shape(levels)[0], -1))
-    # The raw op with a constant size, as in ColourHistogram (XLA).
-    counts = tf.raw_ops.DenseBincount(
-        input=levels, size=bins, weights=tf.zeros([0]), binary_output=False
-    )
-    return tf.sqrt(counts / tf.cast(tf.shape(levels)[1], tf.float32))
+    return root_shares(levels, bins)
 
 
 @keras.saving.register_keras_serializable(package="genre_job")
